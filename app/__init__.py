@@ -1,0 +1,83 @@
+"""Winback: win back lapsed customers. `create_app()` assembles the application and does no work."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from flask import Flask
+
+from config import Config, load_config
+
+
+def create_app(config_class: type[Config] | None = None, **overrides: Any) -> Flask:
+    """Build the app: configuration, extensions, blueprints, error pages and commands."""
+    config_class = config_class or load_config()
+    config_class.finalise()
+    app = Flask(
+        __name__,
+        instance_path=config_class.INSTANCE_PATH,
+        template_folder="../templates",
+    )
+    app.config.from_object(config_class)
+    app.config.update(overrides)
+
+    register_extensions(app)
+    register_blueprints(app)
+    register_errorhandlers(app)
+    register_security(app)
+    register_template_helpers(app)
+    register_commands(app)
+    return app
+
+
+def register_extensions(app: Flask) -> None:
+    """Bind every extension created unbound in app/extensions.py."""
+    from app import database
+    from app.auth.session import init_login
+    from app.extensions import csrf, db, limiter, mail, migrate
+
+    db.init_app(app)
+    database.init_app(app)
+    migrate.init_app(app, db, directory=str(app.root_path + "/../migrations"), render_as_batch=True)
+    mail.init_app(app)
+    csrf.init_app(app)
+    limiter.init_app(app)
+    init_login(app)
+
+
+def register_blueprints(app: Flask) -> None:
+    """Public pages, the staff area under /staff, the API and the health check."""
+    from app.auth.routes import bp as auth_bp
+    from app.health.routes import bp as health_bp
+    from app.staff.routes import register_staff_area
+    from app.survey.routes import bp as survey_bp
+    from app.unsubscribe.routes import bp as unsubscribe_bp
+    from app.you_said_we_did.routes import bp as you_said_we_did_bp
+
+    for blueprint in (survey_bp, unsubscribe_bp, you_said_we_did_bp, auth_bp, health_bp):
+        app.register_blueprint(blueprint)
+    register_staff_area(app)
+
+
+def register_errorhandlers(app: Flask) -> None:
+    from app import errors
+
+    errors.init_app(app)
+
+
+def register_security(app: Flask) -> None:
+    from app import security
+
+    security.init_app(app)
+
+
+def register_template_helpers(app: Flask) -> None:
+    from app import templating
+
+    templating.init_app(app)
+
+
+def register_commands(app: Flask) -> None:
+    from app import cli
+
+    cli.init_app(app)

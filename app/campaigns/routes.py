@@ -1,0 +1,75 @@
+"""Staff: create campaigns and send them."""
+
+from __future__ import annotations
+
+import smtplib
+
+from flask import Blueprint, flash, redirect, render_template, url_for
+from flask_login import current_user
+
+from app.auth.forms import EmptyForm
+from app.auth.session import role_required
+from app.campaigns.forms import CampaignForm
+from app.exceptions import InvalidInput
+from app.models import StaffRole, utcnow
+from app.services import campaigns, customers
+
+bp = Blueprint("campaigns", __name__, url_prefix="/campaigns")
+
+
+@bp.get("/")
+def index():
+    """Every campaign."""
+    return render_template("campaigns/index.html", campaigns=campaigns.list_campaigns())
+
+
+@bp.route("/new", methods=["GET", "POST"])
+@role_required(StaffRole.ADMIN)
+def new():
+    """The campaign form, with how many customers the default rule reaches."""
+    form = CampaignForm()
+    if form.validate_on_submit():
+        try:
+            campaign, queued = campaigns.create_campaign(
+                name=form.name.data,
+                lapsed_days=form.lapsed_days.data,
+                subject=form.subject.data,
+                limit=form.limit.data,
+                now=utcnow(),
+                actor_id=current_user.id,
+            )
+        except InvalidInput as exc:
+            flash(str(exc), "error")
+        else:
+            flash(f"Campaign created with {queued} invitations queued.", "success")
+            return redirect(url_for("staff.campaigns.show", campaign_id=campaign.id))
+    audience = customers.count_lapsed(utcnow(), form.lapsed_days.data or None)
+    status = 400 if form.is_submitted() else 200
+    return render_template("campaigns/new.html", form=form, audience=audience), status
+
+
+@bp.get("/<int:campaign_id>")
+def show(campaign_id: int):
+    """A campaign: its audience rule and invitations by status."""
+    campaign = campaigns.get_campaign(campaign_id)
+    return render_template(
+        "campaigns/show.html",
+        campaign=campaign,
+        counts=campaigns.status_counts(campaign_id),
+        form=EmptyForm(),
+    )
+
+
+@bp.post("/<int:campaign_id>/send")
+@role_required(StaffRole.ADMIN)
+def send(campaign_id: int):
+    """Send the queued invitations now."""
+    try:
+        summary = campaigns.send_campaign(campaign_id)
+    except InvalidInput as exc:
+        flash(str(exc), "error")
+    except (smtplib.SMTPException, OSError) as exc:
+        flash(f"Sending stopped: the mail server failed ({exc}). Unsent invitations stay queued.", "error")
+    else:
+        flash(summary.line(campaign_id).capitalize() + ".", "success")
+    return redirect(url_for("staff.campaigns.show", campaign_id=campaign_id))

@@ -1,0 +1,157 @@
+"""`flask` commands: thin wrappers over the services, with progress and a one-line summary."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import click
+from flask import Flask
+from flask.cli import AppGroup
+
+from app.exceptions import InvalidInput, NotFound, UnreadableFile
+from app.models import StaffRole, utcnow
+from app.services import campaigns, customers, demo, staff
+
+MAX_ERRORS_SHOWN = 50
+
+
+def init_app(app: Flask) -> None:
+    """Register the command groups."""
+    for group in (staff_cli, customers_cli, campaigns_cli, demo_cli):
+        app.cli.add_command(group)
+
+
+staff_cli = AppGroup("staff", help="Staff accounts.")
+customers_cli = AppGroup("customers", help="Customer data.")
+campaigns_cli = AppGroup("campaigns", help="Win-back campaigns.")
+demo_cli = AppGroup("demo", help="Demonstration data.")
+
+
+def _fail(message: str, code: int = 2) -> None:
+    click.echo(f"Error: {message}", err=True)
+    sys.exit(code)
+
+
+@staff_cli.command("create")
+@click.argument("email")
+@click.option(
+    "--role", type=click.Choice([role.value for role in StaffRole]), default="admin", show_default=True
+)
+@click.option("--password-stdin", is_flag=True, help="Read the password from standard input.")
+def staff_create(email: str, role: str, password_stdin: bool) -> None:
+    """Create a staff account. Without --password-stdin a password is generated and printed."""
+    import secrets
+
+    if password_stdin:
+        password = sys.stdin.readline().rstrip("\r\n")
+        generated = False
+    else:
+        password, generated = secrets.token_urlsafe(12), True
+    try:
+        user = staff.create_staff(email, StaffRole(role), password, now=utcnow())
+    except InvalidInput as exc:
+        _fail(str(exc), 1)
+    click.echo(f"Created {user.role.value} {user.email} (id {user.id})")
+    if generated:
+        click.echo(f"Password: {password}")
+
+
+@customers_cli.command("import")
+@click.argument("file", type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--strict", is_flag=True, help="Import nothing if any row is bad (exit 1).")
+@click.option("--day-first", is_flag=True, help="Read 03/04/2025 as 3 April 2025.")
+def customers_import(file: Path, strict: bool, day_first: bool) -> None:
+    """Import a customers CSV (see docs/csv-formats.md)."""
+    try:
+        handle = file.open("rb")
+    except OSError as exc:
+        _fail(f"{file}: cannot be read ({exc.strerror})")
+    size = file.stat().st_size
+    with handle, click.progressbar(length=size, label=f"Importing {file.name}", file=sys.stderr) as bar:
+        last = 0
+
+        def progress(_rows: int) -> None:
+            nonlocal last
+            position = handle.tell()
+            bar.update(position - last)
+            last = position
+
+        try:
+            summary = customers.import_customers(
+                handle, str(file), now=utcnow(), strict=strict, day_first=day_first, progress=progress
+            )
+        except UnreadableFile as exc:
+            _fail(f"{exc} (nothing was imported)")
+    for error in summary.errors[:MAX_ERRORS_SHOWN]:
+        click.echo(str(error), err=True)
+    if len(summary.errors) > MAX_ERRORS_SHOWN:
+        click.echo(f"... and {len(summary.errors) - MAX_ERRORS_SHOWN} more bad rows", err=True)
+    click.echo(summary.line())
+    if strict and summary.errors:
+        sys.exit(1)
+
+
+@campaigns_cli.command("list")
+def campaigns_list() -> None:
+    """Every campaign with its invitation counts."""
+    rows = campaigns.list_campaigns()
+    if not rows:
+        click.echo("No campaigns yet.")
+    for campaign in rows:
+        counts = campaigns.status_counts(campaign.id)
+        shown = ", ".join(f"{count} {status.value}" for status, count in counts.items() if count)
+        click.echo(f"{campaign.id}\t{campaign.status.value}\t{campaign.name}\t{shown or 'no invitations'}")
+
+
+@campaigns_cli.command("create")
+@click.option("--name", required=True, help="A name staff will recognise.")
+@click.option("--lapsed-days", type=click.IntRange(min=1), default=None, help="Default: LAPSE_AFTER_DAYS.")
+@click.option("--limit", type=click.IntRange(min=1), default=None, help="At most this many customers.")
+@click.option("--subject", default=None, help="The email subject.")
+def campaigns_create(name: str, lapsed_days: int | None, limit: int | None, subject: str | None) -> None:
+    """Create a campaign for lapsed customers; prints its id first."""
+    from flask import current_app
+
+    try:
+        campaign, queued = campaigns.create_campaign(
+            name=name,
+            lapsed_days=lapsed_days or current_app.config["LAPSE_AFTER_DAYS"],
+            subject=subject,
+            limit=limit,
+            now=utcnow(),
+        )
+    except InvalidInput as exc:
+        _fail(str(exc), 1)
+    click.echo(f"{campaign.id} created: {campaign.name!r}, {queued} invitations queued")
+
+
+@campaigns_cli.command("send")
+@click.argument("campaign_id", type=int)
+def campaigns_send(campaign_id: int) -> None:
+    """Send a campaign's queued invitations in the foreground. Safe to run twice."""
+    import smtplib
+
+    try:
+        queued = campaigns.count_queued(campaign_id)
+        campaigns.get_campaign(campaign_id)
+    except NotFound as exc:
+        _fail(str(exc), 1)
+    with click.progressbar(length=queued, label=f"Sending campaign {campaign_id}", file=sys.stderr) as bar:
+        try:
+            summary = campaigns.send_campaign(campaign_id, progress=bar.update)
+        except InvalidInput as exc:
+            _fail(str(exc), 1)
+        except (smtplib.SMTPException, OSError) as exc:
+            _fail(f"the mail server failed: {exc}. Unsent invitations stay queued; run again to retry.", 1)
+    click.echo(summary.line(campaign_id))
+
+
+@demo_cli.command("load")
+def demo_load() -> None:
+    """Load demonstration data into an empty database (does nothing otherwise)."""
+    result = demo.load_demo(now=utcnow())
+    if result is None:
+        click.echo("The database already has data: demo not loaded.")
+        return
+    click.echo(result.line())

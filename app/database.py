@@ -1,0 +1,43 @@
+"""Engine settings per database: SQLite gets WAL, a busy timeout, foreign keys and
+transactions that take the write lock when they begin; PostgreSQL runs through psycopg 3."""
+
+from __future__ import annotations
+
+import sqlite3
+
+import sqlalchemy as sa
+from flask import Flask
+
+from app.extensions import db
+
+
+def init_app(app: Flask) -> None:
+    """Attach the SQLite connection settings to the app's engine."""
+    if not app.config["SQLALCHEMY_DATABASE_URI"].startswith("sqlite"):
+        return
+    busy_timeout = int(app.config["SQLITE_BUSY_TIMEOUT_MS"])
+    with app.app_context():
+        engine = db.engine
+
+    @sa.event.listens_for(engine, "connect")
+    def _on_connect(dbapi_connection: sqlite3.Connection, _record) -> None:
+        # Let SQLAlchemy, not the sqlite3 module, decide when transactions begin.
+        dbapi_connection.isolation_level = None
+        cursor = dbapi_connection.cursor()
+        cursor.execute(f"PRAGMA busy_timeout = {busy_timeout}")
+        cursor.execute("PRAGMA foreign_keys = ON")
+        if cursor.execute("PRAGMA journal_mode").fetchone()[0] != "memory":
+            cursor.execute("PRAGMA journal_mode = WAL")
+        cursor.execute("PRAGMA synchronous = NORMAL")
+        cursor.close()
+
+    @sa.event.listens_for(engine, "begin")
+    def _on_begin(connection: sa.Connection) -> None:
+        # IMMEDIATE takes the write lock up front: two writers wait on busy_timeout instead of
+        # failing with "database is locked" when a read transaction tries to upgrade.
+        connection.exec_driver_sql("BEGIN IMMEDIATE")
+
+
+def is_postgresql() -> bool:
+    """True when the bound database is PostgreSQL."""
+    return db.engine.dialect.name == "postgresql"

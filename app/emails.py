@@ -1,0 +1,157 @@
+"""Email: one send path (SMTP through Flask-Mail, or the development outbox) and one composer
+per message, rendered from templates/emails/<name>.txt and .html."""
+
+from __future__ import annotations
+
+import re
+import smtplib
+from dataclasses import dataclass
+from datetime import datetime
+from email import policy
+from email.parser import BytesParser
+from email.utils import make_msgid, parseaddr
+from pathlib import Path
+
+from flask import current_app, render_template
+from flask_mail import Connection, Message
+
+from app.extensions import mail
+from app.models import Campaign, Customer, Invitation, utcnow
+from app.tokens import make_survey_token, make_unsubscribe_token
+from app.urls import public_url
+
+
+class TimeoutConnection(Connection):
+    """Flask-Mail's SMTP connection with a socket timeout (it sets none): a server that stops
+    answering fails the send instead of hanging the worker."""
+
+    def configure_host(self) -> smtplib.SMTP:
+        config = current_app.config
+        timeout = config["MAIL_TIMEOUT_SECONDS"]
+        smtp_class = smtplib.SMTP_SSL if self.mail.use_ssl else smtplib.SMTP
+        host = smtp_class(self.mail.server, self.mail.port, timeout=timeout)
+        if self.mail.use_tls:
+            host.starttls()
+        if self.mail.username and self.mail.password:
+            host.login(self.mail.username, self.mail.password)
+        return host
+
+
+class OutboxConnection:
+    """Development backend: each message is written to instance/outbox/ instead of sent."""
+
+    def __init__(self, folder: Path) -> None:
+        self.folder = folder
+
+    def __enter__(self) -> OutboxConnection:
+        self.folder.mkdir(parents=True, exist_ok=True)
+        return self
+
+    def __exit__(self, *_exc) -> None:
+        return None
+
+    def send(self, message: Message) -> None:
+        stamp = utcnow().strftime("%Y%m%dT%H%M%S%f")
+        safe_id = re.sub(r"[^A-Za-z0-9]+", "-", message.msgId).strip("-")[:60]
+        (self.folder / f"{stamp}-{safe_id}.eml").write_bytes(message.as_bytes())
+
+
+def outbox_folder() -> Path:
+    return Path(current_app.instance_path) / "outbox"
+
+
+def connect() -> TimeoutConnection | OutboxConnection:
+    """One connection for a batch of messages: reuse it for every message in the batch."""
+    if current_app.config["MAIL_BACKEND"] == "outbox":
+        return OutboxConnection(outbox_folder())
+    return TimeoutConnection(mail)
+
+
+def send(message: Message) -> None:
+    """Send a single message on its own connection."""
+    with connect() as connection:
+        connection.send(message)
+
+
+def _sender_domain() -> str:
+    address = parseaddr(current_app.config["MAIL_DEFAULT_SENDER"])[1]
+    return address.rpartition("@")[2] or "localhost"
+
+
+def compose_invitation(invitation: Invitation, customer: Customer, campaign: Campaign) -> Message:
+    """The invitation email: a personal survey link, an unsubscribe link and RFC 8058 headers."""
+    config = current_app.config
+    survey_url = public_url(
+        "survey.show_form", token=make_survey_token(invitation.reference, invitation.nonce)
+    )
+    unsubscribe_url = public_url("unsubscribe.confirm", token=make_unsubscribe_token(invitation.reference))
+    context = {
+        "customer": customer,
+        "campaign": campaign,
+        "survey_url": survey_url,
+        "unsubscribe_url": unsubscribe_url,
+        "business_name": config["BUSINESS_NAME"],
+        "business_postal_address": config["BUSINESS_POSTAL_ADDRESS"],
+    }
+    list_unsubscribe = f"<{unsubscribe_url}>"
+    if config.get("MAIL_UNSUBSCRIBE_ADDRESS"):
+        list_unsubscribe += f", <mailto:{config['MAIL_UNSUBSCRIBE_ADDRESS']}?subject=unsubscribe>"
+    domain = _sender_domain()
+    message = Message(
+        subject=campaign.subject,
+        recipients=[(customer.name, customer.email) if customer.name else customer.email],
+        body=render_template("emails/invitation.txt", **context),
+        html=render_template("emails/invitation.html", **context),
+        extra_headers={
+            "List-Unsubscribe": list_unsubscribe,
+            "List-Unsubscribe-Post": "List-Unsubscribe=One-Click",
+            "List-Id": f"{_header_safe(config['BUSINESS_NAME'])} <campaign-{campaign.id}.{domain}>",
+        },
+    )
+    message.msgId = make_msgid(domain=domain)
+    return message
+
+
+def _header_safe(text: str) -> str:
+    return re.sub(r'[\r\n"<>]', "", text)
+
+
+@dataclass
+class OutboxEntry:
+    """One message kept by the outbox backend."""
+
+    name: str
+    subject: str
+    to: str
+    sent_at: datetime
+    text: str
+    html: str
+    headers: list[tuple[str, str]]
+
+
+def outbox_entries(limit: int = 100) -> list[OutboxEntry]:
+    """The newest messages in the outbox."""
+    folder = outbox_folder()
+    if not folder.exists():
+        return []
+    names = sorted((path.name for path in folder.glob("*.eml")), reverse=True)[:limit]
+    return [read_outbox_entry(name) for name in names]
+
+
+def read_outbox_entry(name: str) -> OutboxEntry:
+    """One outbox message by file name (names from outbox_entries only)."""
+    if not re.fullmatch(r"[A-Za-z0-9\-]+\.eml", name):
+        raise FileNotFoundError(name)
+    path = outbox_folder() / name
+    parsed = BytesParser(policy=policy.default).parsebytes(path.read_bytes())
+    text_part = parsed.get_body(preferencelist=("plain",))
+    html_part = parsed.get_body(preferencelist=("html",))
+    return OutboxEntry(
+        name=name,
+        subject=str(parsed["Subject"] or ""),
+        to=str(parsed["To"] or ""),
+        sent_at=datetime.fromtimestamp(path.stat().st_mtime).astimezone(),
+        text=text_part.get_content() if text_part else "",
+        html=html_part.get_content() if html_part else "",
+        headers=[(key, str(value)) for key, value in parsed.items()],
+    )

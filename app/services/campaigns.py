@@ -1,0 +1,299 @@
+"""Campaigns: build an audience of lapsed customers into invitations, and send them."""
+
+from __future__ import annotations
+
+import logging
+import smtplib
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+import sqlalchemy as sa
+from flask import current_app
+from sqlalchemy.orm import joinedload
+
+from app import emails
+from app.exceptions import InvalidInput, NotFound
+from app.extensions import db
+from app.models import (
+    Campaign,
+    CampaignStatus,
+    Customer,
+    Invitation,
+    InvitationStatus,
+    Suppression,
+    utcnow,
+)
+from app.services import audit, customers, suppressions
+from app.services.sql import random_hex_32
+
+log = logging.getLogger(__name__)
+
+DEFAULT_SUBJECT = "We miss you at {business}: what would it take to win you back?"
+CLAIM_BATCH = 50
+
+
+def create_campaign(
+    *,
+    name: str,
+    lapsed_days: int,
+    now: datetime,
+    subject: str | None = None,
+    limit: int | None = None,
+    actor_id: int | None = None,
+) -> tuple[Campaign, int]:
+    """Create a campaign and queue one invitation per lapsed, unsuppressed customer, set-based.
+
+    Returns the campaign and the number of invitations queued."""
+    name = (name or "").strip()
+    if not name:
+        raise InvalidInput("name: a campaign needs a name")
+    if len(name) > 200:
+        raise InvalidInput("name: at most 200 characters")
+    if lapsed_days < 1:
+        raise InvalidInput("lapsed days: must be at least 1")
+    if limit is not None and limit < 1:
+        raise InvalidInput("limit: must be at least 1")
+    subject = (subject or "").strip() or DEFAULT_SUBJECT.format(business=current_app.config["BUSINESS_NAME"])
+    if "\r" in subject or "\n" in subject:
+        raise InvalidInput("subject: must be a single line")
+    if len(subject) > 200:
+        raise InvalidInput("subject: at most 200 characters")
+
+    campaign = Campaign(
+        name=name, lapsed_days=lapsed_days, subject=subject, created_at=now, created_by_id=actor_id
+    )
+    db.session.add(campaign)
+    db.session.flush()
+    audience = (
+        sa.select(
+            sa.literal(campaign.id),
+            Customer.id,
+            random_hex_32(),
+            random_hex_32(),
+            sa.literal(InvitationStatus.QUEUED.value),
+            sa.literal(0),
+            sa.literal(""),
+            sa.false(),
+            sa.literal(now, Invitation.created_at.type),
+        )
+        .where(
+            customers.lapsed_filter(now, lapsed_days),
+            ~sa.exists().where(Suppression.email_hash == Customer.email_hash),
+        )
+        .order_by(Customer.total_spent.desc(), Customer.id)
+    )
+    if limit:
+        audience = audience.limit(limit)
+    inserted = db.session.execute(
+        sa.insert(Invitation).from_select(
+            [
+                "campaign_id",
+                "customer_id",
+                "reference",
+                "nonce",
+                "status",
+                "attempts",
+                "last_smtp_reply",
+                "revoked",
+                "created_at",
+            ],
+            audience,
+        )
+    )
+    audit.record(
+        "campaign.create",
+        "campaign",
+        campaign.id,
+        actor_id=actor_id,
+        now=now,
+        detail=f"{inserted.rowcount} invitations",
+    )
+    db.session.commit()
+    return campaign, inserted.rowcount
+
+
+def get_campaign(campaign_id: int) -> Campaign:
+    """One campaign, or NotFound."""
+    campaign = db.session.get(Campaign, campaign_id)
+    if campaign is None:
+        raise NotFound(f"no campaign #{campaign_id}")
+    return campaign
+
+
+def list_campaigns() -> list[Campaign]:
+    """Every campaign, newest first."""
+    return list(db.session.scalars(sa.select(Campaign).order_by(Campaign.id.desc())))
+
+
+def status_counts(campaign_id: int) -> dict[InvitationStatus, int]:
+    """How many of the campaign's invitations are in each status."""
+    rows = db.session.execute(
+        sa.select(Invitation.status, sa.func.count())
+        .where(Invitation.campaign_id == campaign_id)
+        .group_by(Invitation.status)
+    )
+    counts = dict.fromkeys(InvitationStatus, 0)
+    counts.update(dict(rows.tuples().all()))
+    return counts
+
+
+@dataclass
+class SendSummary:
+    """What one send run did."""
+
+    sent: int = 0
+    failed: int = 0
+    suppressed: int = 0
+
+    def line(self, campaign_id: int) -> str:
+        return (
+            f"campaign {campaign_id}: {self.sent} sent, {self.failed} failed, "
+            f"{self.suppressed} skipped as suppressed"
+        )
+
+
+def count_queued(campaign_id: int) -> int:
+    return db.session.scalar(
+        sa.select(sa.func.count()).where(
+            Invitation.campaign_id == campaign_id,
+            Invitation.status.in_([InvitationStatus.QUEUED, InvitationStatus.SENDING]),
+        )
+    )
+
+
+def send_campaign(
+    campaign_id: int,
+    *,
+    clock: Callable[[], datetime] = utcnow,
+    progress: Callable[[int], None] | None = None,
+) -> SendSummary:
+    """Send every queued invitation of a campaign over one SMTP connection per batch.
+
+    Safe to run twice and beside another sender: invitations are claimed before sending
+    (SKIP LOCKED on PostgreSQL), and only queued ones, or claims whose lease ran out, are sent."""
+    campaign = get_campaign(campaign_id)
+    if campaign.status == CampaignStatus.PAUSED:
+        raise InvalidInput(f"campaign {campaign_id} is paused: resume it before sending")
+    campaign.status = CampaignStatus.SENDING
+    db.session.commit()
+    summary = SendSummary()
+    with emails.connect() as connection:
+        while batch := _claim_batch(campaign_id, clock()):
+            try:
+                for invitation in batch:
+                    _send_one(connection, invitation, campaign, summary, clock)
+                    if progress:
+                        progress(1)
+            except BaseException:
+                _release_unsent([invitation.id for invitation in batch])
+                raise
+    if count_queued(campaign_id) == 0:
+        campaign.status = CampaignStatus.SENT
+        db.session.commit()
+    return summary
+
+
+def _claim_batch(campaign_id: int, now: datetime) -> list[Invitation]:
+    """Take up to CLAIM_BATCH invitations that are queued or whose claim expired."""
+    lease = timedelta(seconds=current_app.config["SEND_LEASE_SECONDS"])
+    claimable = sa.or_(
+        Invitation.status == InvitationStatus.QUEUED,
+        sa.and_(
+            Invitation.status == InvitationStatus.SENDING,
+            Invitation.lease_expires_at < now,
+        ),
+    )
+    ids = list(
+        db.session.scalars(
+            sa.select(Invitation.id)
+            .where(Invitation.campaign_id == campaign_id, claimable)
+            .order_by(Invitation.id)
+            .limit(CLAIM_BATCH)
+            .with_for_update(skip_locked=True)
+        )
+    )
+    if not ids:
+        db.session.commit()
+        return []
+    db.session.execute(
+        sa.update(Invitation)
+        .where(Invitation.id.in_(ids))
+        .values(status=InvitationStatus.SENDING, lease_expires_at=now + lease)
+    )
+    db.session.commit()
+    return list(
+        db.session.scalars(
+            sa.select(Invitation)
+            .options(joinedload(Invitation.customer))
+            .where(Invitation.id.in_(ids))
+            .order_by(Invitation.id)
+        )
+    )
+
+
+def _send_one(connection, invitation: Invitation, campaign: Campaign, summary: SendSummary, clock) -> None:
+    """Send one claimed invitation and record the outcome; suppression is checked right before."""
+    customer = invitation.customer
+    invitation.attempts += 1
+    if suppressions.is_suppressed(customer.email):
+        invitation.status = InvitationStatus.SUPPRESSED
+        invitation.lease_expires_at = None
+        summary.suppressed += 1
+        db.session.commit()
+        return
+    message = emails.compose_invitation(invitation, customer, campaign)
+    try:
+        connection.send(message)
+    except smtplib.SMTPRecipientsRefused as exc:
+        code, reply = next(iter(exc.recipients.values()))
+        _fail(invitation, code, reply, summary)
+        return
+    except smtplib.SMTPResponseException as exc:
+        if exc.smtp_code >= 500:
+            _fail(invitation, exc.smtp_code, exc.smtp_error, summary)
+            return
+        _release(invitation, f"{exc.smtp_code} {_text(exc.smtp_error)}")
+        raise
+    except (smtplib.SMTPException, OSError) as exc:
+        _release(invitation, str(exc))
+        raise
+    invitation.status = InvitationStatus.SENT
+    invitation.sent_at = clock()
+    invitation.message_id = message.msgId
+    invitation.last_smtp_reply = "250 accepted"
+    invitation.lease_expires_at = None
+    db.session.commit()
+    summary.sent += 1
+
+
+def _text(reply: bytes | str) -> str:
+    return reply.decode(errors="replace") if isinstance(reply, bytes) else str(reply)
+
+
+def _fail(invitation: Invitation, code: int, reply: bytes | str, summary: SendSummary) -> None:
+    invitation.status = InvitationStatus.FAILED
+    invitation.last_smtp_reply = f"{code} {_text(reply)}"[:500]
+    invitation.lease_expires_at = None
+    db.session.commit()
+    summary.failed += 1
+
+
+def _release_unsent(ids: list[int]) -> None:
+    """Return the claimed invitations of an interrupted batch to the queue at once."""
+    db.session.rollback()
+    db.session.execute(
+        sa.update(Invitation)
+        .where(Invitation.id.in_(ids), Invitation.status == InvitationStatus.SENDING)
+        .values(status=InvitationStatus.QUEUED, lease_expires_at=None)
+    )
+    db.session.commit()
+
+
+def _release(invitation: Invitation, reply: str) -> None:
+    """Give a claimed invitation back to the queue after a temporary failure."""
+    invitation.status = InvitationStatus.QUEUED
+    invitation.last_smtp_reply = reply[:500]
+    invitation.lease_expires_at = None
+    db.session.commit()
+    log.warning("invitation %s requeued: %s", invitation.id, reply)

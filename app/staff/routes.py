@@ -1,0 +1,61 @@
+"""The staff area under /staff: login required for every page, in one place."""
+
+from __future__ import annotations
+
+from flask import Blueprint, Flask, abort, current_app, render_template
+from flask_login import current_user
+
+from app import emails
+from app.auth.session import role_required
+from app.models import StaffRole, utcnow
+from app.services import reports
+
+bp = Blueprint("staff", __name__, url_prefix="/staff")
+
+
+@bp.before_request
+def require_login():
+    """Every staff page, in this blueprint and those nested in it, needs a logged-in user."""
+    if not current_user.is_authenticated:
+        return current_app.login_manager.unauthorized()
+    return None
+
+
+@bp.get("/")
+def home():
+    """The staff home: what needs doing, and links to each area."""
+    return render_template("staff/home.html", stats=reports.dashboard(now=utcnow()))
+
+
+@bp.get("/outbox")
+@role_required(StaffRole.ADMIN)
+def outbox():
+    """Development outbox: the emails the app would have sent."""
+    return render_template(
+        "staff/outbox.html",
+        entries=emails.outbox_entries(),
+        backend=current_app.config["MAIL_BACKEND"],
+    )
+
+
+@bp.get("/outbox/<name>")
+@role_required(StaffRole.ADMIN)
+def outbox_message(name: str):
+    """One email from the outbox, its headers and both parts."""
+    try:
+        entry = emails.read_outbox_entry(name)
+    except FileNotFoundError:
+        abort(404)
+    return render_template("staff/outbox_message.html", entry=entry)
+
+
+def register_staff_area(app: Flask) -> None:
+    """Nest each staff blueprint under /staff so the login check above covers them all."""
+    from app.campaigns.routes import bp as campaigns_bp
+    from app.customers.routes import bp as customers_bp
+    from app.improvements.routes import bp as improvements_bp
+    from app.triage.routes import bp as triage_bp
+
+    for child in (customers_bp, campaigns_bp, triage_bp, improvements_bp):
+        bp.register_blueprint(child)
+    app.register_blueprint(bp)

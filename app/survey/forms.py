@@ -1,0 +1,74 @@
+"""The survey form: five questions, labels exactly as in DESIGN."""
+
+from __future__ import annotations
+
+import re
+
+from flask_wtf import FlaskForm
+from wtforms import BooleanField, RadioField, StringField, SubmitField, TextAreaField
+from wtforms.validators import DataRequired, Length, Optional, ValidationError
+
+from app.models import ContactPreference, StopReason, WouldReturn
+from app.services.survey import Answers
+from app.survey import choices
+
+MAX_TEXT = 2000
+_CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
+
+
+def _strip_controls(value: str | None) -> str:
+    """Remove control characters (keeping newlines and tabs); otherwise stored as typed."""
+    return _CONTROL.sub("", value or "")
+
+
+class SurveyForm(FlaskForm):
+    """What would it take to win you back?"""
+
+    stop_reason = RadioField(
+        choices.QUESTION_STOP_REASON,
+        choices=[(key.value, label) for key, label in choices.STOP_REASON_LABELS.items()],
+        validators=[DataRequired(message="Please choose what made you stop.")],
+    )
+    better_elsewhere = StringField(
+        choices.LABEL_BETTER_ELSEWHERE, validators=[Optional(), Length(max=200)], filters=[_strip_controls]
+    )
+    win_back_text = TextAreaField(
+        choices.QUESTION_WIN_BACK,
+        validators=[Optional(), Length(max=MAX_TEXT)],
+        filters=[_strip_controls],
+    )
+    would_return = RadioField(
+        choices.QUESTION_WOULD_RETURN,
+        choices=[(key.value, label) for key, label in choices.WOULD_RETURN_LABELS.items()],
+        validators=[DataRequired(message="Please tell us whether you would buy from us again.")],
+    )
+    contact_via = RadioField(
+        choices.QUESTION_CONTACT,
+        choices=[(key.value, label) for key, label in choices.CONTACT_LABELS.items()],
+        validators=[DataRequired(message="Please choose how we should get back to you.")],
+    )
+    phone = StringField(
+        choices.LABEL_PHONE, validators=[Optional(), Length(max=40)], filters=[_strip_controls]
+    )
+    may_quote = BooleanField(choices.QUESTION_MAY_QUOTE)
+    submit = SubmitField("Send my answers")
+
+    def validate_phone(self, field: StringField) -> None:
+        if self.contact_via.data == ContactPreference.PHONE.value and not (field.data or "").strip():
+            raise ValidationError("Please give a phone number, or choose another way to reach you.")
+
+    def answers(self) -> Answers:
+        """The validated answers for the service."""
+        stop_reason = StopReason(self.stop_reason.data)
+        contact = ContactPreference(self.contact_via.data)
+        return Answers(
+            stop_reason=stop_reason,
+            better_elsewhere=(self.better_elsewhere.data or "").strip()
+            if stop_reason == StopReason.BETTER_ELSEWHERE
+            else "",
+            win_back_text=self.win_back_text.data or "",
+            would_return=WouldReturn(self.would_return.data),
+            contact_via=contact,
+            phone=(self.phone.data or "").strip() if contact == ContactPreference.PHONE else "",
+            may_quote=bool(self.may_quote.data),
+        )

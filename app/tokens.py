@@ -1,0 +1,59 @@
+"""Signed links. One salt per purpose; the payload is an opaque invitation reference (and, for
+the survey, a nonce) and nothing else; keys are read at call time so rotation needs no restart
+of anything but the config (old keys go in SECRET_KEY_FALLBACKS)."""
+
+from __future__ import annotations
+
+from flask import current_app
+from itsdangerous import BadSignature, SignatureExpired, URLSafeSerializer, URLSafeTimedSerializer
+
+from app.exceptions import ExpiredLink, InvalidLink
+
+SURVEY_SALT = "winback.survey.v1"
+UNSUBSCRIBE_SALT = "winback.unsubscribe.v1"
+
+
+def _keys() -> list[str]:
+    """Every accepted key, newest last: itsdangerous signs with the last and verifies with all."""
+    config = current_app.config
+    return [*config.get("SECRET_KEY_FALLBACKS", []), config["SECRET_KEY"]]
+
+
+def make_survey_token(reference: str, nonce: str) -> str:
+    """A link token for the survey of one invitation; it expires (INVITATION_LINK_DAYS)."""
+    return URLSafeTimedSerializer(_keys(), salt=SURVEY_SALT).dumps([reference, nonce])
+
+
+def read_survey_token(token: str) -> tuple[str, str]:
+    """(reference, nonce) from a survey token, or InvalidLink / ExpiredLink."""
+    max_age = int(current_app.config["INVITATION_LINK_DAYS"]) * 86400
+    serializer = URLSafeTimedSerializer(_keys(), salt=SURVEY_SALT)
+    try:
+        payload = serializer.loads(token, max_age=max_age)
+    except SignatureExpired as exc:  # also raised for a timestamp in the future
+        raise ExpiredLink("survey link expired") from exc
+    except BadSignature as exc:
+        raise InvalidLink("survey link does not verify") from exc
+    return _pair(payload)
+
+
+def make_unsubscribe_token(reference: str) -> str:
+    """A link token that unsubscribes the invitation's address; it never expires."""
+    return URLSafeSerializer(_keys(), salt=UNSUBSCRIBE_SALT).dumps([reference])
+
+
+def read_unsubscribe_token(token: str) -> str:
+    """The invitation reference from an unsubscribe token, or InvalidLink."""
+    try:
+        payload = URLSafeSerializer(_keys(), salt=UNSUBSCRIBE_SALT).loads(token)
+    except BadSignature as exc:
+        raise InvalidLink("unsubscribe link does not verify") from exc
+    if not (isinstance(payload, list) and len(payload) == 1 and isinstance(payload[0], str)):
+        raise InvalidLink("unsubscribe link has an unexpected payload")
+    return payload[0]
+
+
+def _pair(payload: object) -> tuple[str, str]:
+    if isinstance(payload, list) and len(payload) == 2 and all(isinstance(part, str) for part in payload):
+        return payload[0], payload[1]
+    raise InvalidLink("survey link has an unexpected payload")

@@ -1,0 +1,26 @@
+"""Unsubscribe links: GET asks to confirm, POST (one-click, RFC 8058) unsubscribes."""
+
+from __future__ import annotations
+
+from flask import Blueprint, render_template
+
+from app.extensions import csrf
+from app.models import utcnow
+from app.services import unsubscribe
+
+bp = Blueprint("unsubscribe", __name__, url_prefix="/u")
+
+
+@bp.get("/<token>")
+def confirm(token: str):
+    """A confirm button; a GET never unsubscribes (link scanners fetch every URL)."""
+    unsubscribe.invitation_for(token)
+    return render_template("unsubscribe/confirm.html", token=token)
+
+
+@bp.post("/<token>")
+@csrf.exempt  # mail clients post cookieless one-click requests: the signed token is the proof
+def one_click(token: str):
+    """Suppress the address and answer 200, no redirect; safe to repeat."""
+    unsubscribe.unsubscribe(token, now=utcnow())
+    return render_template("unsubscribe/done.html")
