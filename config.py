@@ -38,6 +38,14 @@ def _env_list(name: str) -> list[str]:
     return [item.strip() for item in value.split(",") if item.strip()]
 
 
+def database_url(url: str) -> str:
+    """PostgreSQL URLs as hosting providers write them, for the psycopg 3 driver."""
+    for prefix in ("postgres://", "postgresql://"):
+        if url.startswith(prefix):
+            return "postgresql+psycopg://" + url.removeprefix(prefix)
+    return url
+
+
 def _hosts_of(url: str) -> list[str]:
     host = urlsplit(url).hostname
     return [host] if host else []
@@ -52,7 +60,9 @@ class Config:
     SECRET_KEY = _env("SECRET_KEY")
     SECRET_KEY_FALLBACKS = _env_list("SECRET_KEY_FALLBACKS")
 
-    SQLALCHEMY_DATABASE_URI = _env("DATABASE_URL", f"sqlite:///{INSTANCE_DIR / 'winback.db'}")
+    SQLALCHEMY_DATABASE_URI = database_url(
+        _env("DATABASE_URL", f"sqlite:///{INSTANCE_DIR / 'winback.db'}") or ""
+    )
     SQLALCHEMY_ENGINE_OPTIONS: dict = {"pool_pre_ping": True}
     SQLITE_BUSY_TIMEOUT_MS = _env_int("SQLITE_BUSY_TIMEOUT_MS", 5000)
 
@@ -80,6 +90,8 @@ class Config:
     MAIL_DEFAULT_SENDER = _env("MAIL_DEFAULT_SENDER", "Winback <winback@localhost>")
     MAIL_TIMEOUT_SECONDS = _env_int("MAIL_TIMEOUT_SECONDS", 30)
     MAIL_BACKEND = _env("MAIL_BACKEND", "smtp")
+    # Flask-Mail silently drops mail when TESTING is on; tests here use a real SMTP server.
+    MAIL_SUPPRESS_SEND = False
     MAIL_UNSUBSCRIBE_ADDRESS = _env("MAIL_UNSUBSCRIBE_ADDRESS")
 
     CELERY_BROKER_URL = _env("CELERY_BROKER_URL")

@@ -49,14 +49,13 @@ def register_blueprints(app: Flask) -> None:
     """Public pages, the staff area under /staff, the API and the health check."""
     from app.auth.routes import bp as auth_bp
     from app.health.routes import bp as health_bp
-    from app.staff.routes import register_staff_area
+    from app.staff.routes import bp as staff_bp
     from app.survey.routes import bp as survey_bp
     from app.unsubscribe.routes import bp as unsubscribe_bp
     from app.you_said_we_did.routes import bp as you_said_we_did_bp
 
-    for blueprint in (survey_bp, unsubscribe_bp, you_said_we_did_bp, auth_bp, health_bp):
+    for blueprint in (survey_bp, unsubscribe_bp, you_said_we_did_bp, auth_bp, health_bp, staff_bp):
         app.register_blueprint(blueprint)
-    register_staff_area(app)
 
 
 def register_errorhandlers(app: Flask) -> None:

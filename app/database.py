@@ -4,11 +4,18 @@ transactions that take the write lock when they begin; PostgreSQL runs through p
 from __future__ import annotations
 
 import sqlite3
+from contextvars import ContextVar
 
 import sqlalchemy as sa
-from flask import Flask
+from flask import Flask, request
 
 from app.extensions import db
+
+# Whether transactions on this thread may write. Commands, tasks and POSTs: yes. A GET only
+# reads, so on SQLite it need not queue behind writers for the write lock (WAL readers never
+# block); a GET that must record something writes first, before reading.
+_may_write: ContextVar[bool] = ContextVar("winback_may_write", default=True)
+READ_ONLY_METHODS = {"GET", "HEAD", "OPTIONS"}
 
 
 def init_app(app: Flask) -> None:
@@ -35,7 +42,15 @@ def init_app(app: Flask) -> None:
     def _on_begin(connection: sa.Connection) -> None:
         # IMMEDIATE takes the write lock up front: two writers wait on busy_timeout instead of
         # failing with "database is locked" when a read transaction tries to upgrade.
-        connection.exec_driver_sql("BEGIN IMMEDIATE")
+        connection.exec_driver_sql("BEGIN IMMEDIATE" if _may_write.get() else "BEGIN")
+
+    @app.before_request
+    def _mark_read_only_requests() -> None:
+        _may_write.set(request.method not in READ_ONLY_METHODS)
+
+    @app.teardown_request
+    def _reset(_error: BaseException | None) -> None:
+        _may_write.set(True)
 
 
 def is_postgresql() -> bool:

@@ -15,7 +15,6 @@ from pathlib import Path
 from flask import current_app, render_template
 from flask_mail import Connection, Message
 
-from app.extensions import mail
 from app.models import Campaign, Customer, Invitation, utcnow
 from app.tokens import make_survey_token, make_unsubscribe_token
 from app.urls import public_url
@@ -64,7 +63,7 @@ def connect() -> TimeoutConnection | OutboxConnection:
     """One connection for a batch of messages: reuse it for every message in the batch."""
     if current_app.config["MAIL_BACKEND"] == "outbox":
         return OutboxConnection(outbox_folder())
-    return TimeoutConnection(mail)
+    return TimeoutConnection(current_app.extensions["mail"])
 
 
 def send(message: Message) -> None:

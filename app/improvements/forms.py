@@ -1,7 +1,7 @@
 """Improvement form."""
 
 from flask_wtf import FlaskForm
-from wtforms import BooleanField, SelectField, SubmitField, TextAreaField
+from wtforms import BooleanField, SelectChoice, SelectField, SubmitField, TextAreaField
 from wtforms.validators import DataRequired, Length
 
 from app.models import ImprovementStatus
@@ -22,7 +22,7 @@ class ImprovementForm(FlaskForm):
         description="What changed. Markdown: **bold**, *italic*, lists and links.",
     )
     status = SelectField(
-        "Status", choices=[(status.value, label_for(status)) for status in ImprovementStatus]
+        "Status", choices=[SelectChoice(status.value, label_for(status)) for status in ImprovementStatus]
     )
     published = BooleanField("Publish on the public \u201cYou Said, We Did\u201d page once done")
     submit = SubmitField("Save")

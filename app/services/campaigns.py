@@ -85,8 +85,8 @@ def create_campaign(
     )
     if limit:
         audience = audience.limit(limit)
-    inserted = db.session.execute(
-        sa.insert(Invitation).from_select(
+    db.session.execute(
+        sa.insert(Invitation.__table__).from_select(
             [
                 "campaign_id",
                 "customer_id",
@@ -101,16 +101,18 @@ def create_campaign(
             audience,
         )
     )
+    # Counted rather than taken from rowcount, which INSERT ... SELECT does not report everywhere.
+    queued = db.session.scalar(sa.select(sa.func.count()).where(Invitation.campaign_id == campaign.id))
     audit.record(
         "campaign.create",
         "campaign",
         campaign.id,
         actor_id=actor_id,
         now=now,
-        detail=f"{inserted.rowcount} invitations",
+        detail=f"{queued} invitations",
     )
     db.session.commit()
-    return campaign, inserted.rowcount
+    return campaign, queued
 
 
 def get_campaign(campaign_id: int) -> Campaign:

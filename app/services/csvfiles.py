@@ -7,6 +7,7 @@ import io
 import itertools
 import re
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, time
 from decimal import Decimal, InvalidOperation
@@ -33,9 +34,18 @@ class CsvRows:
     rows: Iterator[tuple[int, dict[str, str]]]
 
 
-def open_csv(stream: IO[bytes], name: str) -> CsvRows:
-    """Decode (UTF-8, BOM optional), detect the delimiter, read the header row."""
+@contextmanager
+def open_csv(stream: IO[bytes], name: str) -> Iterator[CsvRows]:
+    """Decode (UTF-8, BOM optional), detect the delimiter, read the header row. The caller's
+    stream stays open: closing it is the caller's business."""
     text = io.TextIOWrapper(stream, encoding="utf-8-sig", newline="")
+    try:
+        yield _read_csv(text, name)
+    finally:
+        text.detach()
+
+
+def _read_csv(text: io.TextIOWrapper, name: str) -> CsvRows:
     try:
         first_line = text.readline()
     except UnicodeDecodeError as exc:

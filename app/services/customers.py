@@ -16,6 +16,7 @@ from app.extensions import db
 from app.models import Customer, CustomerStatus, SuppressionReason
 from app.services import suppressions
 from app.services.csvfiles import (
+    CsvRows,
     clean_text,
     open_csv,
     parse_amount,
@@ -112,7 +113,25 @@ def import_customers(
     reported by line and column. With strict, any bad row means nothing is saved.
 
     Raises UnreadableFile when the file cannot be read or has no email column."""
-    table = open_csv(stream, name)
+    with open_csv(stream, name) as table:
+        summary = _import_rows(table, name, now=now, day_first=day_first, progress=progress)
+    if strict and summary.errors:
+        db.session.rollback()
+        return summary
+    db.session.commit()
+    summary.committed = True
+    return summary
+
+
+def _import_rows(
+    table: CsvRows,
+    name: str,
+    *,
+    now: datetime,
+    day_first: bool,
+    progress: Callable[[int], None] | None,
+) -> ImportSummary:
+    """Parse and write every row in batches, inside the caller's transaction."""
     mapping = {column: CUSTOMER_COLUMNS[column] for column in table.columns if column in CUSTOMER_COLUMNS}
     if "email" not in mapping.values():
         raise UnreadableFile(
@@ -141,11 +160,6 @@ def import_customers(
     except BaseException:
         db.session.rollback()
         raise
-    if strict and summary.errors:
-        db.session.rollback()
-        return summary
-    db.session.commit()
-    summary.committed = True
     return summary
 
 

@@ -42,6 +42,19 @@ def open_invitation(token: str, *, now: datetime | None = None) -> Invitation:
 
     With `now`, the first opening is recorded: the only change a GET may make."""
     reference, nonce = read_survey_token(token)
+    if now is not None:
+        # Write first, then read: a GET's transaction may not hold the write lock up front.
+        db.session.execute(
+            sa.update(Invitation)
+            .where(
+                Invitation.reference == reference,
+                Invitation.nonce == nonce,
+                Invitation.revoked.is_(False),
+                Invitation.opened_at.is_(None),
+            )
+            .values(opened_at=now)
+        )
+        db.session.commit()
     invitation = db.session.scalar(
         sa.select(Invitation)
         .options(joinedload(Invitation.customer), joinedload(Invitation.campaign))
@@ -49,13 +62,6 @@ def open_invitation(token: str, *, now: datetime | None = None) -> Invitation:
     )
     if invitation is None or invitation.revoked or invitation.nonce != nonce:
         raise InvalidLink("unknown or revoked invitation")
-    if now is not None and invitation.opened_at is None:
-        db.session.execute(
-            sa.update(Invitation)
-            .where(Invitation.id == invitation.id, Invitation.opened_at.is_(None))
-            .values(opened_at=now)
-        )
-        db.session.commit()
     return invitation
 
 

@@ -2,15 +2,22 @@
 
 from __future__ import annotations
 
-from flask import Blueprint, Flask, abort, current_app, render_template
+from flask import Blueprint, abort, current_app, render_template
 from flask_login import current_user
 
 from app import emails
 from app.auth.session import role_required
+from app.campaigns.routes import bp as campaigns_bp
+from app.customers.routes import bp as customers_bp
+from app.improvements.routes import bp as improvements_bp
 from app.models import StaffRole, utcnow
 from app.services import reports
+from app.triage.routes import bp as triage_bp
 
 bp = Blueprint("staff", __name__, url_prefix="/staff")
+# Each staff area is nested here, so the login check below covers every one of them.
+for child in (customers_bp, campaigns_bp, triage_bp, improvements_bp):
+    bp.register_blueprint(child)
 
 
 @bp.before_request
@@ -47,15 +54,3 @@ def outbox_message(name: str):
     except FileNotFoundError:
         abort(404)
     return render_template("staff/outbox_message.html", entry=entry)
-
-
-def register_staff_area(app: Flask) -> None:
-    """Nest each staff blueprint under /staff so the login check above covers them all."""
-    from app.campaigns.routes import bp as campaigns_bp
-    from app.customers.routes import bp as customers_bp
-    from app.improvements.routes import bp as improvements_bp
-    from app.triage.routes import bp as triage_bp
-
-    for child in (customers_bp, campaigns_bp, triage_bp, improvements_bp):
-        bp.register_blueprint(child)
-    app.register_blueprint(bp)

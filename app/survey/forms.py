@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 
 from flask_wtf import FlaskForm
-from wtforms import BooleanField, RadioField, StringField, SubmitField, TextAreaField
+from wtforms import BooleanField, RadioField, SelectChoice, StringField, SubmitField, TextAreaField
 from wtforms.validators import DataRequired, Length, Optional, ValidationError
 
 from app.models import ContactPreference, StopReason, WouldReturn
@@ -14,6 +14,10 @@ from app.survey import choices
 
 MAX_TEXT = 2000
 _CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
+
+
+def _options(labels: dict) -> list[SelectChoice]:
+    return [SelectChoice(key.value, label) for key, label in labels.items()]
 
 
 def _strip_controls(value: str | None) -> str:
@@ -26,7 +30,7 @@ class SurveyForm(FlaskForm):
 
     stop_reason = RadioField(
         choices.QUESTION_STOP_REASON,
-        choices=[(key.value, label) for key, label in choices.STOP_REASON_LABELS.items()],
+        choices=_options(choices.STOP_REASON_LABELS),
         validators=[DataRequired(message="Please choose what made you stop.")],
     )
     better_elsewhere = StringField(
@@ -39,12 +43,12 @@ class SurveyForm(FlaskForm):
     )
     would_return = RadioField(
         choices.QUESTION_WOULD_RETURN,
-        choices=[(key.value, label) for key, label in choices.WOULD_RETURN_LABELS.items()],
+        choices=_options(choices.WOULD_RETURN_LABELS),
         validators=[DataRequired(message="Please tell us whether you would buy from us again.")],
     )
     contact_via = RadioField(
         choices.QUESTION_CONTACT,
-        choices=[(key.value, label) for key, label in choices.CONTACT_LABELS.items()],
+        choices=_options(choices.CONTACT_LABELS),
         validators=[DataRequired(message="Please choose how we should get back to you.")],
     )
     phone = StringField(

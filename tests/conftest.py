@@ -1,0 +1,203 @@
+"""Fixtures: the app on SQLite (and on PostgreSQL when TEST_DATABASE_URL is set), its client and
+CLI runner, logged-in staff, and a real SMTP server on loopback."""
+
+from __future__ import annotations
+
+import os
+import re
+import socket
+import threading
+import uuid
+from dataclasses import dataclass, field
+from email import policy
+from email.message import EmailMessage
+from email.parser import BytesParser
+
+import pytest
+import sqlalchemy as sa
+from aiosmtpd.controller import Controller
+
+from app import create_app
+from app.extensions import db
+from app.models import StaffRole, utcnow
+from app.services import staff
+from config import TestingConfig, database_url
+
+DATABASES = ["sqlite"] + (["postgresql"] if os.environ.get("TEST_DATABASE_URL") else [])
+PASSWORD = "correct horse battery"
+
+
+def free_port() -> int:
+    """A TCP port on loopback that nothing listens on right now."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+# --- a real SMTP server -------------------------------------------------------------------
+
+
+@dataclass
+class SmtpSink:
+    """What a loopback aiosmtpd server received, and how it should answer."""
+
+    port: int = 0
+    envelopes: list = field(default_factory=list)
+    lock: threading.Lock = field(default_factory=threading.Lock)
+    # (recipient substring, SMTP reply) pairs: RCPT TO for a matching address gets that reply.
+    refuse: list[tuple[str, str]] = field(default_factory=list)
+
+    @property
+    def messages(self) -> list[EmailMessage]:
+        with self.lock:
+            contents = [envelope.content for envelope in self.envelopes]
+        return [BytesParser(policy=policy.default).parsebytes(content) for content in contents]
+
+    def clear(self) -> None:
+        with self.lock:
+            self.envelopes.clear()
+        self.refuse.clear()
+
+    async def handle_RCPT(self, server, session, envelope, address, rcpt_options):
+        for needle, reply in self.refuse:
+            if needle in address:
+                return reply
+        envelope.rcpt_tos.append(address)
+        return "250 OK"
+
+    async def handle_DATA(self, server, session, envelope):
+        with self.lock:
+            self.envelopes.append(envelope)
+        return "250 Message accepted for delivery"
+
+
+@pytest.fixture(scope="session")
+def smtp_server():
+    sink = SmtpSink(port=free_port())
+    controller = Controller(sink, hostname="127.0.0.1", port=sink.port)
+    controller.start()
+    yield sink
+    controller.stop()
+
+
+@pytest.fixture
+def smtp(smtp_server):
+    """The loopback SMTP server, emptied for this test."""
+    smtp_server.clear()
+    yield smtp_server
+    smtp_server.clear()
+
+
+# --- databases ----------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="session", params=DATABASES)
+def database(request):
+    """Which database this pass of the suite runs on: "sqlite", then "postgresql" if configured.
+
+    PostgreSQL tests run in a schema of their own, dropped at the end."""
+    if request.param == "sqlite":
+        yield {"name": "sqlite", "schema": None}
+        return
+    url = database_url(os.environ["TEST_DATABASE_URL"])
+    schema = f"winback_test_{uuid.uuid4().hex[:10]}"
+    engine = sa.create_engine(url)
+    with engine.begin() as connection:
+        connection.exec_driver_sql(f"CREATE SCHEMA {schema}")
+    yield {"name": "postgresql", "schema": schema, "url": url}
+    with engine.begin() as connection:
+        connection.exec_driver_sql(f"DROP SCHEMA {schema} CASCADE")
+    engine.dispose()
+
+
+def database_settings(database: dict, tmp_path) -> dict:
+    """App settings that point at this test's database."""
+    if database["name"] == "sqlite":
+        return {"SQLALCHEMY_DATABASE_URI": f"sqlite:///{tmp_path / 'test.db'}"}
+    return {
+        "SQLALCHEMY_DATABASE_URI": database["url"],
+        "SQLALCHEMY_ENGINE_OPTIONS": {
+            "pool_pre_ping": True,
+            "connect_args": {"options": f"-csearch_path={database['schema']}"},
+        },
+    }
+
+
+def make_app(database: dict, tmp_path, smtp_port: int, **overrides):
+    """A testing app on the given database, with its own instance folder."""
+    instance = tmp_path / "instance"
+    instance.mkdir(exist_ok=True)
+
+    class Config(TestingConfig):
+        INSTANCE_PATH = str(instance)
+
+    settings = {**database_settings(database, tmp_path), "MAIL_PORT": smtp_port, **overrides}
+    return create_app(Config, **settings)
+
+
+def empty_tables() -> None:
+    """Remove every row (PostgreSQL) so the next test starts clean."""
+    table_names = ", ".join(table.name for table in db.metadata.sorted_tables)
+    db.session.execute(sa.text(f"TRUNCATE {table_names} RESTART IDENTITY CASCADE"))
+    db.session.commit()
+
+
+@pytest.fixture
+def app(database, tmp_path, smtp_server):
+    """The app with empty tables; an application context is pushed for the test."""
+    app = make_app(database, tmp_path, smtp_server.port)
+    with app.app_context():
+        db.create_all()
+        yield app
+        db.session.remove()
+        if database["name"] == "postgresql":
+            empty_tables()
+            db.session.remove()
+        db.engine.dispose()
+
+
+@pytest.fixture
+def client(app):
+    return app.test_client()
+
+
+@pytest.fixture
+def runner(app):
+    return app.test_cli_runner()
+
+
+# --- staff --------------------------------------------------------------------------------
+
+
+def csrf_token(html: bytes | str) -> str:
+    """The CSRF token from a rendered form."""
+    text = html.decode() if isinstance(html, bytes) else html
+    match = re.search(r'name="csrf_token"[^>]*value="([^"]+)"', text)
+    assert match, "no CSRF token in the page"
+    return match.group(1)
+
+
+def log_in(client, email: str, password: str = PASSWORD):
+    """Log in through the real form; returns the response."""
+    page = client.get("/staff/login")
+    return client.post(
+        "/staff/login",
+        data={"email": email, "password": password, "csrf_token": csrf_token(page.data)},
+    )
+
+
+def make_staff(email: str = "admin@example.com", role: StaffRole = StaffRole.ADMIN):
+    return staff.create_staff(email, role, PASSWORD, now=utcnow())
+
+
+@pytest.fixture
+def admin(app):
+    return make_staff()
+
+
+@pytest.fixture
+def staff_client(client, admin):
+    """A client logged in as an admin."""
+    response = log_in(client, admin.email)
+    assert response.status_code == 302
+    return client

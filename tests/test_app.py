@@ -1,0 +1,78 @@
+"""The app factory, configuration and health check."""
+
+import pytest
+
+import config
+from app import create_app
+
+
+def test_production_refuses_to_start_without_a_secret_key(monkeypatch):
+    monkeypatch.setattr(config.ProductionConfig, "SECRET_KEY", None)
+    with pytest.raises(RuntimeError, match="SECRET_KEY is not set"):
+        create_app(config.ProductionConfig)
+
+
+def test_production_starts_with_a_secret_key_and_secure_cookies(monkeypatch, tmp_path):
+    monkeypatch.setattr(config.ProductionConfig, "SECRET_KEY", "x" * 64)
+    monkeypatch.setattr(config.ProductionConfig, "INSTANCE_PATH", str(tmp_path))
+    app = create_app(config.ProductionConfig, SQLALCHEMY_DATABASE_URI="sqlite://")
+    assert app.config["SESSION_COOKIE_SECURE"] is True
+    assert app.config["SESSION_COOKIE_HTTPONLY"] is True
+    assert app.config["SESSION_COOKIE_SAMESITE"] == "Lax"
+    response = app.test_client().get("/healthz")
+    assert response.headers["Strict-Transport-Security"].startswith("max-age=")
+
+
+def test_development_generates_a_secret_key_once_into_the_instance_folder(monkeypatch, tmp_path):
+    monkeypatch.setattr(config, "INSTANCE_DIR", tmp_path)
+    monkeypatch.setattr(config.DevelopmentConfig, "SECRET_KEY", None)
+    config.DevelopmentConfig.finalise()
+    first = config.DevelopmentConfig.SECRET_KEY
+    monkeypatch.setattr(config.DevelopmentConfig, "SECRET_KEY", None)
+    config.DevelopmentConfig.finalise()
+    assert len(first) == 64
+    assert first == config.DevelopmentConfig.SECRET_KEY
+    assert (tmp_path / "secret_key").stat().st_mode & 0o077 == 0
+
+
+@pytest.mark.parametrize(
+    ("given", "used"),
+    [
+        ("postgresql://postgres@127.0.0.1:5432/test", "postgresql+psycopg://postgres@127.0.0.1:5432/test"),
+        ("postgres://u:p@db/winback", "postgresql+psycopg://u:p@db/winback"),
+        ("sqlite:////tmp/x.db", "sqlite:////tmp/x.db"),
+    ],
+)
+def test_database_urls_use_psycopg_3(given, used):
+    assert config.database_url(given) == used
+
+
+def test_unknown_environment_name_is_refused(monkeypatch):
+    monkeypatch.setenv("WINBACK_ENV", "staging")
+    with pytest.raises(RuntimeError, match="staging"):
+        config.load_config()
+
+
+def test_healthz_answers_200_with_the_database_reachable(client):
+    response = client.get("/healthz")
+    assert response.status_code == 200
+    assert response.get_json() == {"status": "ok", "database": "ok"}
+
+
+def test_healthz_answers_503_when_the_database_is_unreachable(app, tmp_path):
+    broken = create_app(
+        config.TestingConfig, SQLALCHEMY_DATABASE_URI=f"sqlite:///{tmp_path}/missing-dir/none.db"
+    )
+    response = broken.test_client().get("/healthz")
+    assert response.status_code == 503
+    assert response.get_json()["database"] == "unreachable"
+
+
+def test_sqlite_runs_with_wal_busy_timeout_and_foreign_keys(tmp_path):
+    from app.extensions import db
+
+    app = create_app(config.TestingConfig, SQLALCHEMY_DATABASE_URI=f"sqlite:///{tmp_path}/t.db")
+    with app.app_context(), db.engine.connect() as connection:
+        assert connection.exec_driver_sql("PRAGMA journal_mode").scalar() == "wal"
+        assert connection.exec_driver_sql("PRAGMA foreign_keys").scalar() == 1
+        assert connection.exec_driver_sql("PRAGMA busy_timeout").scalar() == 5000
