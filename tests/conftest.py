@@ -3,6 +3,7 @@ CLI runner, logged-in staff, and a real SMTP server on loopback."""
 
 from __future__ import annotations
 
+import contextvars
 import os
 import re
 import socket
@@ -16,8 +17,10 @@ from email.parser import BytesParser
 import pytest
 import sqlalchemy as sa
 from aiosmtpd.controller import Controller
+from flask.testing import FlaskClient, FlaskCliRunner
 
 from app import create_app
+from app.database import set_write_intent
 from app.extensions import db
 from app.models import StaffRole, utcnow
 from app.services import staff
@@ -123,6 +126,21 @@ def database_settings(database: dict, tmp_path) -> dict:
     }
 
 
+class IsolatedClient(FlaskClient):
+    """A test client whose requests run as in production: each in a fresh application context
+    (its own `g`, database session and logged-in user), not in the test's pushed one."""
+
+    def open(self, *args, **kwargs):
+        return contextvars.Context().run(super().open, *args, **kwargs)
+
+
+class IsolatedCliRunner(FlaskCliRunner):
+    """A CLI runner whose commands run in their own application context, as `flask` does."""
+
+    def invoke(self, *args, **kwargs):
+        return contextvars.Context().run(super().invoke, *args, **kwargs)
+
+
 def make_app(database: dict, tmp_path, smtp_port: int, **overrides):
     """A testing app on the given database, with its own instance folder."""
     instance = tmp_path / "instance"
@@ -132,7 +150,10 @@ def make_app(database: dict, tmp_path, smtp_port: int, **overrides):
         INSTANCE_PATH = str(instance)
 
     settings = {**database_settings(database, tmp_path), "MAIL_PORT": smtp_port, **overrides}
-    return create_app(Config, **settings)
+    app = create_app(Config, **settings)
+    app.test_client_class = IsolatedClient
+    app.test_cli_runner_class = IsolatedCliRunner
+    return app
 
 
 def empty_tables() -> None:
@@ -148,7 +169,10 @@ def app(database, tmp_path, smtp_server):
     app = make_app(database, tmp_path, smtp_server.port)
     with app.app_context():
         db.create_all()
+        # The test's own reads must not hold SQLite's write lock while the app handles requests.
+        set_write_intent(False)
         yield app
+        set_write_intent(True)
         db.session.remove()
         if database["name"] == "postgresql":
             empty_tables()

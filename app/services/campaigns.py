@@ -147,11 +147,13 @@ class SendSummary:
     sent: int = 0
     failed: int = 0
     suppressed: int = 0
+    deferred: int = 0
 
     def line(self, campaign_id: int) -> str:
+        deferred = f", {self.deferred} deferred to retry" if self.deferred else ""
         return (
             f"campaign {campaign_id}: {self.sent} sent, {self.failed} failed, "
-            f"{self.suppressed} skipped as suppressed"
+            f"{self.suppressed} skipped as suppressed{deferred}"
         )
 
 
@@ -249,7 +251,10 @@ def _send_one(connection, invitation: Invitation, campaign: Campaign, summary: S
         connection.send(message)
     except smtplib.SMTPRecipientsRefused as exc:
         code, reply = next(iter(exc.recipients.values()))
-        _fail(invitation, code, reply, summary)
+        if code >= 500:
+            _fail(invitation, code, reply, summary)
+        else:
+            _retry_later(invitation, code, reply, clock(), summary)
         return
     except smtplib.SMTPResponseException as exc:
         if exc.smtp_code >= 500:
@@ -279,6 +284,15 @@ def _fail(invitation: Invitation, code: int, reply: bytes | str, summary: SendSu
     invitation.lease_expires_at = None
     db.session.commit()
     summary.failed += 1
+
+
+def _retry_later(invitation: Invitation, code: int, reply: bytes | str, now: datetime, summary: SendSummary) -> None:
+    """A temporary refusal of this recipient (4xx): keep the claim until the lease runs out, so the
+    next run after that tries again and this run moves on."""
+    invitation.last_smtp_reply = f"{code} {_text(reply)}"[:500]
+    invitation.lease_expires_at = now + timedelta(seconds=current_app.config["SEND_LEASE_SECONDS"])
+    db.session.commit()
+    summary.deferred += 1
 
 
 def _release_unsent(ids: list[int]) -> None:

@@ -1,0 +1,192 @@
+"""Campaigns: the audience, invitations queued set-based, and sending over real SMTP."""
+
+from __future__ import annotations
+
+import re
+import smtplib
+from datetime import timedelta
+
+import pytest
+import sqlalchemy as sa
+
+from app.exceptions import InvalidInput
+from app.extensions import db
+from app.models import CampaignStatus, Invitation, InvitationStatus, SuppressionReason, utcnow
+from app.services import campaigns, suppressions
+from tests.conftest import free_port
+from tests.factories import make_customer
+
+
+def invitations(campaign_id: int) -> dict[str, Invitation]:
+    db.session.rollback()  # end the read snapshot: see what the app wrote since
+    rows = db.session.scalars(sa.select(Invitation).where(Invitation.campaign_id == campaign_id))
+    return {row.customer.email: row for row in rows}
+
+
+def test_the_audience_is_lapsed_unsuppressed_customers_only(app):
+    make_customer("lapsed@example.com", days_since_purchase=200)
+    make_customer("recent@example.com", days_since_purchase=30)
+    make_customer("never-bought@example.com", days_since_purchase=None)
+    make_customer("gone@example.com", days_since_purchase=400)
+    suppressions.suppress("gone@example.com", SuppressionReason.UNSUBSCRIBED, utcnow())
+    db.session.commit()
+
+    campaign, queued = campaigns.create_campaign(name="Spring", lapsed_days=180, now=utcnow())
+    assert queued == 1
+    assert set(invitations(campaign.id)) == {"lapsed@example.com"}
+    assert campaign.status == CampaignStatus.DRAFT
+
+
+def test_limit_takes_the_biggest_spenders_first(app):
+    make_customer("small@example.com", total_spent=1_000)
+    make_customer("big@example.com", total_spent=90_000)
+    make_customer("medium@example.com", total_spent=20_000)
+    campaign, queued = campaigns.create_campaign(name="Top", lapsed_days=180, limit=2, now=utcnow())
+    assert queued == 2
+    assert set(invitations(campaign.id)) == {"big@example.com", "medium@example.com"}
+
+
+def test_each_invitation_has_its_own_opaque_reference_and_nonce(app):
+    for _ in range(3):
+        make_customer()
+    campaign, _ = campaigns.create_campaign(name="Refs", lapsed_days=180, now=utcnow())
+    rows = list(invitations(campaign.id).values())
+    assert len({row.reference for row in rows}) == 3
+    assert len({row.nonce for row in rows}) == 3
+    assert all(re.fullmatch(r"[0-9a-f]{32}", row.reference) for row in rows)
+
+
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        ({"name": " "}, "needs a name"),
+        ({"lapsed_days": 0}, "at least 1"),
+        ({"subject": "Hello\r\nBcc: everyone@example.com"}, "single line"),
+        ({"limit": 0}, "at least 1"),
+    ],
+)
+def test_bad_campaign_input_is_refused_with_a_message(app, options, message):
+    arguments = {"name": "Ok", "lapsed_days": 180, "now": utcnow(), **options}
+    with pytest.raises(InvalidInput, match=message):
+        campaigns.create_campaign(**arguments)
+    assert campaigns.list_campaigns() == []
+
+
+def test_sending_delivers_one_message_each_and_a_second_run_sends_nothing(app, smtp):
+    make_customer("ada@example.com", first_name="Ada")
+    make_customer("grace@example.com", first_name="Grace")
+    campaign, _ = campaigns.create_campaign(name="Send", lapsed_days=180, now=utcnow())
+
+    first = campaigns.send_campaign(campaign.id)
+    second = campaigns.send_campaign(campaign.id)
+
+    assert (first.sent, second.sent) == (2, 0)
+    assert len(smtp.messages) == 2
+    rows = invitations(campaign.id)
+    assert {row.status for row in rows.values()} == {InvitationStatus.SENT}
+    assert all(row.message_id and row.sent_at for row in rows.values())
+    assert campaigns.get_campaign(campaign.id).status == CampaignStatus.SENT
+
+
+def test_the_email_has_both_parts_the_unsubscribe_headers_and_the_footer(app, smtp):
+    app.config["MAIL_UNSUBSCRIBE_ADDRESS"] = "unsubscribe@example.com"
+    make_customer("ada@example.com", first_name="Ada")
+    campaign, _ = campaigns.create_campaign(
+        name="Headers", lapsed_days=180, subject="We miss you", now=utcnow()
+    )
+    campaigns.send_campaign(campaign.id)
+    (message,) = smtp.messages
+    assert message["Subject"] == "We miss you"
+    assert message["List-Unsubscribe-Post"] == "List-Unsubscribe=One-Click"
+    https_link, mailto = re.findall(r"<([^>]+)>", message["List-Unsubscribe"])
+    assert https_link.startswith("http://localhost/u/")
+    assert mailto == "mailto:unsubscribe@example.com?subject=unsubscribe"
+    assert re.fullmatch(r".+ <campaign-\d+\.example\.com>", message["List-Id"])
+    assert message["Message-ID"] == invitations(campaign.id)["ada@example.com"].message_id
+    text = message.get_body(preferencelist=("plain",)).get_content()
+    html = message.get_body(preferencelist=("html",)).get_content()
+    for part in (text, html):
+        assert "Test Shop" in part
+        assert "1 Test Street, Testville" in part
+        assert "/u/" in part
+        assert "/s/" in part
+    assert "ada@example.com" not in re.search(r"/s/(\S+)", text).group(1)
+
+
+def test_an_address_suppressed_after_queueing_is_not_sent(app, smtp):
+    make_customer("ada@example.com")
+    make_customer("grace@example.com")
+    campaign, _ = campaigns.create_campaign(name="Late", lapsed_days=180, now=utcnow())
+    suppressions.suppress("grace@example.com", SuppressionReason.UNSUBSCRIBED, utcnow())
+    db.session.commit()
+
+    summary = campaigns.send_campaign(campaign.id)
+
+    assert (summary.sent, summary.suppressed) == (1, 1)
+    assert [str(m["To"]) for m in smtp.messages] == ["Ada Lovelace <ada@example.com>"]
+    assert invitations(campaign.id)["grace@example.com"].status == InvitationStatus.SUPPRESSED
+
+
+def test_a_refused_recipient_fails_that_invitation_and_the_rest_are_sent(app, smtp):
+    smtp.refuse.append(("bad@", "550 5.1.1 No such user"))
+    make_customer("bad@example.com")
+    make_customer("good@example.com")
+    campaign, _ = campaigns.create_campaign(name="Bounce", lapsed_days=180, now=utcnow())
+
+    summary = campaigns.send_campaign(campaign.id)
+
+    assert (summary.sent, summary.failed) == (1, 1)
+    rows = invitations(campaign.id)
+    assert rows["bad@example.com"].status == InvitationStatus.FAILED
+    assert rows["bad@example.com"].last_smtp_reply == "550 5.1.1 No such user"
+    assert rows["good@example.com"].status == InvitationStatus.SENT
+
+
+def test_when_the_mail_server_is_down_nothing_is_lost(app):
+    app.extensions["mail"].port = free_port()  # nothing listens there
+    make_customer("ada@example.com")
+    make_customer("grace@example.com")
+    campaign, _ = campaigns.create_campaign(name="Down", lapsed_days=180, now=utcnow())
+
+    with pytest.raises(ConnectionRefusedError):
+        campaigns.send_campaign(campaign.id)
+
+    assert {row.status for row in invitations(campaign.id).values()} == {InvitationStatus.QUEUED}
+    assert campaigns.count_queued(campaign.id) == 2
+
+
+def test_a_temporary_refusal_is_retried_after_the_lease_and_the_rest_are_sent(app, smtp):
+    make_customer("ada@example.com")
+    make_customer("temp@example.com")
+    make_customer("zed@example.com")
+    smtp.refuse.append(("temp@", "451 4.3.0 Try again later"))
+    campaign, _ = campaigns.create_campaign(name="Temp", lapsed_days=180, now=utcnow())
+
+    summary = campaigns.send_campaign(campaign.id)
+
+    assert (summary.sent, summary.deferred) == (2, 1)
+    temp = invitations(campaign.id)["temp@example.com"]
+    assert temp.status == InvitationStatus.SENDING
+    assert temp.last_smtp_reply == "451 4.3.0 Try again later"
+    assert campaigns.send_campaign(campaign.id).sent == 0  # the lease has not run out yet
+    smtp.refuse.clear()
+    later = utcnow() + timedelta(seconds=app.config["SEND_LEASE_SECONDS"] + 1)
+    assert campaigns.send_campaign(campaign.id, clock=lambda: later).sent == 1
+    assert {row.status for row in invitations(campaign.id).values()} == {InvitationStatus.SENT}
+    assert len(smtp.messages) == 3
+
+
+def test_a_server_that_closes_the_connection_stops_the_run_and_loses_nothing(app, smtp):
+    for number in range(3):
+        make_customer(f"c{number}@example.com")
+    campaign, _ = campaigns.create_campaign(name="Drop", lapsed_days=180, now=utcnow())
+    smtp.refuse.append(("c1@", "421 4.7.0 Closing connection"))
+
+    with pytest.raises(smtplib.SMTPServerDisconnected):
+        campaigns.send_campaign(campaign.id)
+
+    rows = invitations(campaign.id)
+    assert rows["c0@example.com"].status == InvitationStatus.SENT
+    assert rows["c1@example.com"].last_smtp_reply.startswith("421")
+    assert rows["c2@example.com"].status == InvitationStatus.QUEUED
+    assert campaigns.count_queued(campaign.id) == 2

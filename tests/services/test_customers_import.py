@@ -1,0 +1,196 @@
+"""Importing customers from CSV: formats, updates in place, bad rows, suppression."""
+
+from __future__ import annotations
+
+import io
+from datetime import UTC, datetime
+
+import pytest
+import sqlalchemy as sa
+
+from app.exceptions import InvalidInput, UnreadableFile
+from app.extensions import db
+from app.models import Customer, CustomerStatus, SuppressionReason, utcnow
+from app.services import suppressions
+from app.services.customers import import_customers, normalise_email
+
+# The columns of Shopify's customers export, in its order.
+SHOPIFY_CUSTOMERS = (
+    "Customer ID,First Name,Last Name,Email,Accepts Email Marketing,Default Address Company,"
+    "Default Address Address1,Default Address Address2,Default Address City,"
+    "Default Address Province Code,Default Address Country Code,Default Address Zip,"
+    "Default Address Phone,Phone,Accepts SMS Marketing,Total Spent,Total Orders,Note,"
+    "Tax Exempt,Tags\n"
+    "'7000000001,Ada,Lovelace,ada@example.com,yes,,1 Loop Rd,,London,,GB,N1,,+44 20 0000 0001,"
+    "no,1234.50,12,,no,vip\n"
+    "'7000000002,Bob,Byte,bob@example.com,no,,,,,,,,,,no,20.00,1,,no,\n"
+)
+
+
+def run_import(text: str, name: str = "customers.csv", **options):
+    return import_customers(io.BytesIO(text.encode("utf-8")), name, now=utcnow(), **options)
+
+
+def customers_by_email() -> dict[str, Customer]:
+    return {c.email: c for c in db.session.scalars(sa.select(Customer))}
+
+
+def test_imports_rows_and_reports_counts(app):
+    summary = run_import(
+        "email,first_name,last_name,last_purchase_at,orders_count,total_spent\n"
+        "ada@example.com,Ada,Lovelace,2024-01-15,12,1234.50\n"
+        "grace@example.com,Grace,Hopper,2024-02-01T10:30:00+01:00,3,99\n"
+    )
+    assert summary.line() == "customers.csv: 2 imported, 0 updated, 0 unchanged, 0 skipped"
+    rows = customers_by_email()
+    assert rows["ada@example.com"].total_spent == 123450
+    assert rows["ada@example.com"].orders_count == 12
+    assert rows["grace@example.com"].last_purchase_at == datetime(2024, 2, 1, 9, 30, tzinfo=UTC)
+
+
+def test_reimporting_the_same_file_changes_nothing(app):
+    text = "email,first_name\nada@example.com,Ada\n"
+    run_import(text)
+    before = customers_by_email()["ada@example.com"].updated_at
+    summary = run_import(text)
+    assert (summary.imported, summary.updated, summary.unchanged) == (0, 0, 1)
+    db.session.expire_all()
+    assert customers_by_email()["ada@example.com"].updated_at == before
+
+
+def test_a_newer_export_updates_in_place(app):
+    run_import("email,first_name,total_spent\nada@example.com,Ada,10\n")
+    summary = run_import("email,first_name,total_spent\nADA@Example.com ,Ada,25.50\n")
+    assert (summary.imported, summary.updated) == (0, 1)
+    db.session.expire_all()
+    rows = customers_by_email()
+    assert len(rows) == 1
+    assert rows["ada@example.com"].total_spent == 2550
+
+
+def test_semicolons_tabs_bom_and_loose_headers_are_understood(app):
+    run_import("\ufeffE-Mail Address;FIRST NAME;Total_Spent\nada@example.com;Ada;€1.234,50\n")
+    run_import("Email\tLast Name\ngrace@example.com\tHopper\n")
+    rows = customers_by_email()
+    assert rows["ada@example.com"].first_name == "Ada"
+    assert rows["ada@example.com"].total_spent == 123450
+    assert rows["grace@example.com"].last_name == "Hopper"
+
+
+def test_day_first_dates(app):
+    run_import("email,last_purchase_at\nada@example.com,03/04/2025\n", day_first=True)
+    assert customers_by_email()["ada@example.com"].last_purchase_at.date().isoformat() == "2025-04-03"
+
+
+def test_shopify_customers_export_is_recognised_without_mapping(app):
+    summary = run_import(SHOPIFY_CUSTOMERS, "customers_export.csv")
+    assert summary.imported == 2
+    rows = customers_by_email()
+    ada = rows["ada@example.com"]
+    assert (ada.first_name, ada.last_name, ada.phone) == ("Ada", "Lovelace", "+44 20 0000 0001")
+    assert (ada.total_spent, ada.orders_count) == (123450, 12)
+    assert ada.accepts_marketing is True
+
+
+def test_an_explicit_no_to_marketing_means_never_email(app):
+    summary = run_import(SHOPIFY_CUSTOMERS)
+    assert summary.suppressed == 1
+    rows = customers_by_email()
+    assert rows["bob@example.com"].status == CustomerStatus.SUPPRESSED
+    assert suppressions.is_suppressed("bob@example.com")
+    assert rows["ada@example.com"].status == CustomerStatus.ACTIVE
+
+
+def test_bad_rows_are_reported_by_file_line_and_column_and_the_rest_imported(app):
+    summary = run_import(
+        "email,last_purchase_at,total_spent\n"
+        "ada@example.com,2024-01-01,10\n"
+        "not-an-email,2024-01-01,10\n"
+        "grace@example.com,yesterday,10\n"
+        "linus@example.com,2024-01-01,ten pounds\n"
+        "ken@example.com,2024-01-01,5\n",
+        name="shop.csv",
+    )
+    assert summary.line() == "shop.csv: 2 imported, 0 updated, 0 unchanged, 3 skipped"
+    assert [(e.file, e.line, e.column) for e in summary.errors] == [
+        ("shop.csv", 3, "email"),
+        ("shop.csv", 4, "lastpurchaseat"),
+        ("shop.csv", 5, "totalspent"),
+    ]
+    assert "not a valid email address" in str(summary.errors[0])
+    assert str(summary.errors[1]).startswith("shop.csv:4: column 'lastpurchaseat': not a date")
+    assert set(customers_by_email()) == {"ada@example.com", "ken@example.com"}
+
+
+def test_strict_imports_nothing_when_any_row_is_bad(app):
+    summary = run_import("email\nada@example.com\nbroken\n", strict=True)
+    assert summary.committed is False
+    assert summary.skipped == 1
+    assert "nothing was saved" in summary.line()
+    assert customers_by_email() == {}
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        (b"", "empty"),
+        (b"name,phone\nAda,123\n", "no email column"),
+        (b"email\n\xff\xfe\xfa\n", "not UTF-8"),
+    ],
+)
+def test_a_file_that_cannot_be_read_changes_nothing(app, content, message):
+    with pytest.raises(UnreadableFile, match=message):
+        import_customers(io.BytesIO(content), "bad.csv", now=utcnow())
+    assert customers_by_email() == {}
+
+
+def test_a_suppressed_address_stays_suppressed_through_reimport(app):
+    run_import("email,first_name\nada@example.com,Ada\n")
+    suppressions.suppress("ada@example.com", SuppressionReason.UNSUBSCRIBED, utcnow())
+    db.session.commit()
+    run_import("email,first_name,accepts_marketing\nada@example.com,Ada,yes\n")
+    db.session.expire_all()
+    assert customers_by_email()["ada@example.com"].status == CustomerStatus.SUPPRESSED
+    assert suppressions.is_suppressed("ada@example.com")
+
+
+def test_a_new_customer_whose_address_was_suppressed_before_arrives_suppressed(app):
+    suppressions.suppress("ghost@example.com", SuppressionReason.MANUAL, utcnow())
+    db.session.commit()
+    run_import("email\nghost@example.com\n")
+    assert customers_by_email()["ghost@example.com"].status == CustomerStatus.SUPPRESSED
+
+
+def test_suppression_keeps_a_keyed_hash_not_the_address(app):
+    suppressions.suppress("ada@example.com", SuppressionReason.UNSUBSCRIBED, utcnow())
+    db.session.commit()
+    stored = db.session.execute(sa.text("SELECT email_hash, note FROM suppressions")).one()
+    assert "ada" not in stored.email_hash
+    assert len(stored.email_hash) == 64
+    import hashlib
+
+    assert stored.email_hash != hashlib.sha256(b"ada@example.com").hexdigest()
+
+
+def test_suppression_survives_key_rotation(app):
+    suppressions.suppress("ada@example.com", SuppressionReason.UNSUBSCRIBED, utcnow())
+    db.session.commit()
+    old_key = app.config["SECRET_KEY"]
+    app.config["SECRET_KEY"] = "a-brand-new-key"
+    app.config["SECRET_KEY_FALLBACKS"] = [old_key]
+    assert suppressions.is_suppressed("ada@example.com")
+
+
+@pytest.mark.parametrize(
+    ("raw", "normal"), [("A@X.com ", "a@x.com"), (" Ada@Example.COM", "ada@example.com")]
+)
+def test_emails_are_normalised(raw, normal):
+    assert normalise_email(raw) == normal
+
+
+@pytest.mark.parametrize(
+    "raw", ["", "plainaddress", "a@b", "two@@example.com", "a@example.com\r\nBcc: x@y.z"]
+)
+def test_bad_email_addresses_are_refused_with_a_message(raw):
+    with pytest.raises(InvalidInput):
+        normalise_email(raw)
