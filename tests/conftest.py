@@ -17,6 +17,7 @@ from email.parser import BytesParser
 import pytest
 import sqlalchemy as sa
 from aiosmtpd.controller import Controller
+from flask import has_app_context
 from flask.testing import FlaskClient, FlaskCliRunner
 
 from app import create_app
@@ -126,19 +127,32 @@ def database_settings(database: dict, tmp_path) -> dict:
     }
 
 
+def end_test_transaction() -> None:
+    """Commit what the test wrote and end its read snapshot, so that the app can write and the
+    test then sees what the app did (SQLite readers keep the snapshot their transaction began)."""
+    if has_app_context():
+        db.session.commit()
+
+
 class IsolatedClient(FlaskClient):
     """A test client whose requests run as in production: each in a fresh application context
     (its own `g`, database session and logged-in user), not in the test's pushed one."""
 
     def open(self, *args, **kwargs):
-        return contextvars.Context().run(super().open, *args, **kwargs)
+        end_test_transaction()
+        response = contextvars.Context().run(super().open, *args, **kwargs)
+        end_test_transaction()
+        return response
 
 
 class IsolatedCliRunner(FlaskCliRunner):
     """A CLI runner whose commands run in their own application context, as `flask` does."""
 
     def invoke(self, *args, **kwargs):
-        return contextvars.Context().run(super().invoke, *args, **kwargs)
+        end_test_transaction()
+        result = contextvars.Context().run(super().invoke, *args, **kwargs)
+        end_test_transaction()
+        return result
 
 
 def make_app(database: dict, tmp_path, smtp_port: int, **overrides):

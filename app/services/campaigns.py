@@ -136,7 +136,7 @@ def status_counts(campaign_id: int) -> dict[InvitationStatus, int]:
         .group_by(Invitation.status)
     )
     counts = dict.fromkeys(InvitationStatus, 0)
-    counts.update(dict(rows.tuples().all()))
+    counts.update({status: number for status, number in rows})  # noqa: C416 - rows, not pairs
     return counts
 
 
@@ -286,7 +286,9 @@ def _fail(invitation: Invitation, code: int, reply: bytes | str, summary: SendSu
     summary.failed += 1
 
 
-def _retry_later(invitation: Invitation, code: int, reply: bytes | str, now: datetime, summary: SendSummary) -> None:
+def _retry_later(
+    invitation: Invitation, code: int, reply: bytes | str, now: datetime, summary: SendSummary
+) -> None:
     """A temporary refusal of this recipient (4xx): keep the claim until the lease runs out, so the
     next run after that tries again and this run moves on."""
     invitation.last_smtp_reply = f"{code} {_text(reply)}"[:500]
