@@ -152,6 +152,9 @@ def demo_load() -> None:
     """Load demonstration data into an empty database (does nothing otherwise)."""
     result = demo.load_demo(now=utcnow())
     if result is None:
-        click.echo("The database already has data: demo not loaded.")
+        click.echo(
+            "The database already has data: demo not loaded. "
+            f"(The demo's staff login is {demo.DEMO_EMAIL} / {demo.DEMO_PASSWORD}.)"
+        )
         return
     click.echo(result.line())

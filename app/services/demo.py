@@ -87,19 +87,27 @@ ANSWERS = [
     (StopReason.OTHER, "An app so I can reorder in one tap.", WouldReturn.MAYBE),
 ]
 
+# (the answers it grew from, you said, we did, done and published)
 IMPROVEMENTS = [
-    ("Deliveries took too long.", "We moved to a next-day courier for all UK orders over **£20**.", True),
     (
+        StopReason.DELIVERY,
+        "Deliveries took too long.",
+        "We moved to a next-day courier for all UK orders over **£20**.",
+        True,
+    ),
+    (
+        StopReason.SERVICE,
         "Emails went unanswered for days.",
         "A second person now answers email; our target is one working day.",
         True,
     ),
     (
+        StopReason.BETTER_ELSEWHERE,
         "You wanted free returns.",
         "Returns are free within 30 days, with a prepaid label in every parcel.",
         True,
     ),
-    ("Evening delivery slots, please.", "", False),
+    (StopReason.PRICE, "Reward customers who order often.", "", False),
 ]
 
 
@@ -183,10 +191,10 @@ def load_demo(*, now: datetime, seed: int = 7) -> DemoResult | None:
         )
         triage.set_outcome(response_id, outcome, actor_id=admin.id, now=now - timedelta(days=15))
 
-    actionable = [r.id for r in triage.inbox(show=Outcome.ACTIONABLE.value, limit=100).responses]
+    actionable = triage.inbox(show=Outcome.ACTIONABLE.value, limit=100).responses
     made = 0
-    for index, (you_said, we_did, done) in enumerate(IMPROVEMENTS):
-        linked = actionable[index :: len(IMPROVEMENTS)][:3]
+    for index, (reason, you_said, we_did, done) in enumerate(IMPROVEMENTS):
+        linked = [response.id for response in actionable if response.stop_reason == reason][:3]
         if not linked:
             continue
         improvements.create_improvement(
