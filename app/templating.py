@@ -5,27 +5,10 @@ from __future__ import annotations
 from datetime import datetime
 from zoneinfo import ZoneInfo
 
-import markdown as markdown_lib
-import nh3
 from flask import Flask, current_app
-from markupsafe import Markup
 
+from app.markup import render_markdown
 from app.survey.choices import label_for
-
-ALLOWED_TAGS = {"p", "br", "strong", "em", "ul", "ol", "li", "a", "blockquote", "code", "h3", "h4"}
-
-
-def render_markdown(text: str) -> Markup:
-    """Markdown to HTML, sanitised: staff text may include links and emphasis, never script."""
-    html = markdown_lib.markdown(text or "", extensions=[], output_format="html")
-    clean = nh3.clean(
-        html,
-        tags=ALLOWED_TAGS,
-        attributes={"a": {"href", "title"}},
-        url_schemes={"http", "https", "mailto"},
-        link_rel="nofollow noopener noreferrer",
-    )
-    return Markup(clean)  # noqa: S704 - sanitised by nh3 above
 
 
 def format_money(minor_units: int | None, currency: str = "GBP") -> str:

@@ -37,6 +37,8 @@ class Improvement(Base):
     id: Mapped[int] = mapped_column(primary_key=True)
     you_said: Mapped[str] = mapped_column(sa.String(500))
     we_did: Mapped[str] = mapped_column(sa.Text, default="")
+    # "We did" rendered and sanitised when saved, so public pages never parse Markdown.
+    we_did_html: Mapped[str] = mapped_column(sa.Text, default="")
     status: Mapped[ImprovementStatus] = mapped_column(
         str_enum(ImprovementStatus), default=ImprovementStatus.PLANNED
     )

@@ -6,12 +6,16 @@ from dataclasses import dataclass
 from datetime import datetime
 
 import sqlalchemy as sa
+from markupsafe import Markup
 from sqlalchemy.orm import selectinload
 
 from app.exceptions import InvalidInput, NotFound
 from app.extensions import db
-from app.models import Improvement, ImprovementStatus, Outcome, Response
+from app.markup import render_markdown
+from app.models import Improvement, ImprovementStatus, Outcome, Response, improvement_responses
 from app.services import audit
+
+MAX_QUOTES = 3
 
 
 @dataclass(frozen=True)
@@ -36,6 +40,7 @@ def _validate(data: ImprovementData) -> None:
 def _apply(improvement: Improvement, data: ImprovementData, now: datetime) -> None:
     improvement.you_said = data.you_said.strip()
     improvement.we_did = data.we_did.strip()
+    improvement.we_did_html = str(render_markdown(improvement.we_did))
     if data.status == ImprovementStatus.DONE and improvement.status != ImprovementStatus.DONE:
         improvement.done_at = now
     elif data.status != ImprovementStatus.DONE:
@@ -107,29 +112,47 @@ class PublicImprovement:
 
     id: int
     you_said: str
-    we_did: str
+    we_did_html: Markup
     done_at: datetime | None
     quotes: list[str]
     asked_by: int
 
 
 def public_improvements(limit: int = 100) -> list[PublicImprovement]:
-    """Done, published improvements, most recent first, with quotes customers allowed."""
-    rows = db.session.scalars(
-        sa.select(Improvement)
-        .options(selectinload(Improvement.responses))
+    """Done, published improvements, most recent first, with quotes customers allowed.
+
+    Two plain queries and no ORM objects: this is the busiest public page."""
+    rows = db.session.execute(
+        sa.select(Improvement.id, Improvement.you_said, Improvement.we_did_html, Improvement.done_at)
         .where(Improvement.published.is_(True), Improvement.status == ImprovementStatus.DONE)
         .order_by(Improvement.done_at.desc(), Improvement.id.desc())
         .limit(limit)
-    )
+    ).all()
+    ids = [row.id for row in rows]
+    links = db.session.execute(
+        sa.select(
+            improvement_responses.c.improvement_id,
+            Response.may_quote,
+            Response.win_back_text,
+        )
+        .join(Response, Response.id == improvement_responses.c.response_id)
+        .where(improvement_responses.c.improvement_id.in_(ids))
+        .order_by(improvement_responses.c.improvement_id, Response.id)
+    ).all()
+    quotes: dict[int, list[str]] = {id_: [] for id_ in ids}
+    asked_by: dict[int, int] = dict.fromkeys(ids, 0)
+    for improvement_id, may_quote, text in links:
+        asked_by[improvement_id] += 1
+        if may_quote and text.strip() and len(quotes[improvement_id]) < MAX_QUOTES:
+            quotes[improvement_id].append(text)
     return [
         PublicImprovement(
             id=row.id,
             you_said=row.you_said,
-            we_did=row.we_did,
+            we_did_html=Markup(row.we_did_html),  # noqa: S704 - sanitised when saved
             done_at=row.done_at,
-            quotes=[r.win_back_text for r in row.responses if r.may_quote and r.win_back_text.strip()][:3],
-            asked_by=len(row.responses),
+            quotes=quotes[row.id],
+            asked_by=asked_by[row.id],
         )
         for row in rows
     ]

@@ -48,6 +48,7 @@ def upgrade():
     sa.Column('id', sa.Integer(), nullable=False),
     sa.Column('you_said', sa.String(length=500), nullable=False),
     sa.Column('we_did', sa.Text(), nullable=False),
+    sa.Column('we_did_html', sa.Text(), nullable=False),
     sa.Column('status', sa.Enum('planned', 'in_progress', 'done', name='improvementstatus', native_enum=False, length=20), nullable=False),
     sa.Column('published', sa.Boolean(), nullable=False),
     sa.Column('created_at', sa.DateTime(timezone=True), nullable=False),
