@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
+import codecs
 import csv
-import io
 import itertools
 import re
 from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, time
 from decimal import Decimal, InvalidOperation
@@ -34,26 +33,15 @@ class CsvRows:
     rows: Iterator[tuple[int, dict[str, str]]]
 
 
-@contextmanager
-def open_csv(stream: IO[bytes], name: str) -> Iterator[CsvRows]:
-    """Decode (UTF-8, BOM optional), detect the delimiter, read the header row. The caller's
-    stream stays open: closing it is the caller's business."""
-    text = io.TextIOWrapper(stream, encoding="utf-8-sig", newline="")
-    try:
-        yield _read_csv(text, name)
-    finally:
-        text.detach()
-
-
-def _read_csv(text: io.TextIOWrapper, name: str) -> CsvRows:
-    try:
-        first_line = text.readline()
-    except UnicodeDecodeError as exc:
-        raise UnreadableFile(f"{name}: line 1: not UTF-8 text ({exc.reason})") from exc
+def open_csv(stream: IO[bytes], name: str) -> CsvRows:
+    """Read the header row of a CSV (UTF-8, BOM optional) and detect its delimiter. Rows are
+    read as they are consumed: constant memory whatever the file's size."""
+    lines = _decoded_lines(stream, name)
+    first_line = next(lines, "")
     if not first_line.strip():
         raise UnreadableFile(f"{name}: the file is empty or has no header row")
     delimiter = max(DELIMITERS, key=first_line.count)
-    reader = csv.reader(itertools.chain([first_line], text), delimiter=delimiter)
+    reader = csv.reader(itertools.chain([first_line], lines), delimiter=delimiter)
     try:
         header = next(reader)
     except csv.Error as exc:
@@ -66,10 +54,6 @@ def _read_csv(text: io.TextIOWrapper, name: str) -> CsvRows:
                 values = next(reader)
             except StopIteration:
                 return
-            except UnicodeDecodeError as exc:
-                raise UnreadableFile(
-                    f"{name}: line {reader.line_num + 1}: not UTF-8 text ({exc.reason})"
-                ) from exc
             except csv.Error as exc:
                 raise UnreadableFile(f"{name}: line {reader.line_num}: {exc}") from exc
             if not any(value.strip() for value in values):
@@ -77,6 +61,19 @@ def _read_csv(text: io.TextIOWrapper, name: str) -> CsvRows:
             yield reader.line_num, dict(zip(columns, values, strict=False))
 
     return CsvRows(name=name, columns=columns, rows=rows())
+
+
+def _decoded_lines(stream: IO[bytes], name: str) -> Iterator[str]:
+    """The file's lines as text, decoded one by one so that bad bytes are named by line."""
+    for number, raw in enumerate(stream, start=1):
+        if number == 1:
+            raw = raw.removeprefix(codecs.BOM_UTF8)
+        try:
+            yield raw.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            raise UnreadableFile(
+                f"{name}: line {number}: not UTF-8 text ({exc.reason}); save the file as UTF-8"
+            ) from exc
 
 
 def clean_text(value: str, limit: int) -> str:

@@ -113,8 +113,8 @@ def import_customers(
     reported by line and column. With strict, any bad row means nothing is saved.
 
     Raises UnreadableFile when the file cannot be read or has no email column."""
-    with open_csv(stream, name) as table:
-        summary = _import_rows(table, name, now=now, day_first=day_first, progress=progress)
+    table = open_csv(stream, name)
+    summary = _import_rows(table, name, now=now, day_first=day_first, progress=progress)
     if strict and summary.errors:
         db.session.rollback()
         return summary

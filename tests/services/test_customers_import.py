@@ -194,3 +194,12 @@ def test_emails_are_normalised(raw, normal):
 def test_bad_email_addresses_are_refused_with_a_message(raw):
     with pytest.raises(InvalidInput):
         normalise_email(raw)
+
+
+def test_a_file_that_breaks_part_way_leaves_nothing_half_imported(app, monkeypatch):
+    monkeypatch.setattr("app.services.customers.BATCH_SIZE", 2)
+    good = "".join(f"c{number}@example.com\n" for number in range(5)).encode()
+    content = b"email\n" + good + b"\xff\xfe broken bytes\n" + b"late@example.com\n"
+    with pytest.raises(UnreadableFile, match="line 7: not UTF-8"):
+        import_customers(io.BytesIO(content), "broken.csv", now=utcnow())
+    assert customers_by_email() == {}
