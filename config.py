@@ -67,6 +67,11 @@ class Config:
     SQLITE_BUSY_TIMEOUT_MS = _env_int("SQLITE_BUSY_TIMEOUT_MS", 5000)
 
     PUBLIC_BASE_URL = (_env("PUBLIC_BASE_URL", "http://127.0.0.1:5000") or "").rstrip("/")
+    PUBLIC_BASE_URL_SET = _env("PUBLIC_BASE_URL") is not None
+    # How many reverse proxies stand in front of the app: their X-Forwarded-For/-Proto are
+    # trusted (so rate limits see the visitor's address). 0 trusts none.
+    PROXY_COUNT = _env_int("PROXY_COUNT", 0)
+    LOG_LEVEL = _env("LOG_LEVEL", "INFO")
     # A request naming any other Host gets 400: links must never be built from a forged Host.
     TRUSTED_HOSTS = _env_list("TRUSTED_HOSTS") or [*_hosts_of(PUBLIC_BASE_URL), "127.0.0.1", "localhost"]
     PREFERRED_URL_SCHEME = urlsplit(PUBLIC_BASE_URL).scheme or "http"
@@ -141,6 +146,11 @@ class ProductionConfig(Config):
             raise RuntimeError(
                 "SECRET_KEY is not set. Production refuses to start without it: "
                 'generate one with  python -c "import secrets; print(secrets.token_hex(32))"'
+            )
+        if not cls.PUBLIC_BASE_URL_SET:
+            raise RuntimeError(
+                "PUBLIC_BASE_URL is not set. Production refuses to start without it: every link "
+                "in every email is built from it (e.g. https://winback.example.com)."
             )
 
 

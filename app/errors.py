@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from flask import Flask, jsonify, render_template, request
 from flask_wtf.csrf import CSRFError
-from werkzeug.exceptions import HTTPException
+from werkzeug.exceptions import HTTPException, SecurityError
 
 from app.exceptions import InvalidLink, NotFound
 from app.extensions import db
@@ -34,6 +34,11 @@ def render_error(status: int, message: str | None = None, template: str = "error
 
 def init_app(app: Flask) -> None:
     """Register the handlers."""
+
+    @app.errorhandler(SecurityError)
+    def _untrusted_host(_error: SecurityError):
+        # A Host outside TRUSTED_HOSTS: no URL can be built for this request, so no page either.
+        return "Bad request: this host name is not served here.\n", 400, {"Content-Type": "text/plain"}
 
     @app.errorhandler(InvalidLink)
     def _invalid_link(_error: InvalidLink):

@@ -35,17 +35,28 @@ class RedactTokensFilter(logging.Filter):
     """A logging filter that keeps signed link tokens out of log lines."""
 
     def filter(self, record: logging.LogRecord) -> bool:
-        if record.args:
-            record.args = tuple(redact_tokens(arg) if isinstance(arg, str) else arg for arg in record.args)
+        # gunicorn's access log passes one dict of values; werkzeug passes a tuple.
+        if isinstance(record.args, dict):
+            record.args = {key: _redacted(value) for key, value in record.args.items()}
+        elif record.args:
+            record.args = tuple(_redacted(arg) for arg in record.args)
         if isinstance(record.msg, str):
             record.msg = redact_tokens(record.msg)
         return True
 
 
+def _redacted(value: object) -> object:
+    return redact_tokens(value) if isinstance(value, str) else value
+
+
+# One shared filter: adding the same instance again is a no-op, however many apps are made.
+REDACT_TOKENS = RedactTokensFilter()
+
+
 def init_app(app: Flask) -> None:
     """Add the headers and the log filter."""
-    logging.getLogger("werkzeug").addFilter(RedactTokensFilter())
-    logging.getLogger("gunicorn.access").addFilter(RedactTokensFilter())
+    logging.getLogger("werkzeug").addFilter(REDACT_TOKENS)
+    logging.getLogger("gunicorn.access").addFilter(REDACT_TOKENS)
     production = app.config.get("ENV_NAME") == "production"
 
     @app.after_request

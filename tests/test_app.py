@@ -12,8 +12,16 @@ def test_production_refuses_to_start_without_a_secret_key(monkeypatch):
         create_app(config.ProductionConfig)
 
 
+def test_production_refuses_to_start_without_public_base_url(monkeypatch):
+    monkeypatch.setattr(config.ProductionConfig, "SECRET_KEY", "x" * 64)
+    monkeypatch.setattr(config.ProductionConfig, "PUBLIC_BASE_URL_SET", False)
+    with pytest.raises(RuntimeError, match="PUBLIC_BASE_URL is not set"):
+        create_app(config.ProductionConfig)
+
+
 def test_production_starts_with_a_secret_key_and_secure_cookies(monkeypatch, tmp_path):
     monkeypatch.setattr(config.ProductionConfig, "SECRET_KEY", "x" * 64)
+    monkeypatch.setattr(config.ProductionConfig, "PUBLIC_BASE_URL_SET", True)
     monkeypatch.setattr(config.ProductionConfig, "INSTANCE_PATH", str(tmp_path))
     app = create_app(config.ProductionConfig, SQLALCHEMY_DATABASE_URI="sqlite://")
     assert app.config["SESSION_COOKIE_SECURE"] is True
@@ -76,3 +84,18 @@ def test_sqlite_runs_with_wal_busy_timeout_and_foreign_keys(tmp_path):
         assert connection.exec_driver_sql("PRAGMA journal_mode").scalar() == "wal"
         assert connection.exec_driver_sql("PRAGMA foreign_keys").scalar() == 1
         assert connection.exec_driver_sql("PRAGMA busy_timeout").scalar() == 5000
+
+
+def test_behind_a_proxy_the_visitors_address_is_used(tmp_path):
+    from flask import request
+
+    app = create_app(config.TestingConfig, PROXY_COUNT=1, SQLALCHEMY_DATABASE_URI="sqlite://")
+    seen = {}
+
+    @app.get("/_probe")
+    def probe():
+        seen["address"] = request.remote_addr
+        return "ok"
+
+    app.test_client().get("/_probe", headers={"X-Forwarded-For": "203.0.113.9"})
+    assert seen["address"] == "203.0.113.9"

@@ -22,12 +22,13 @@ from app.models import (
     Invitation,
     InvitationStatus,
     Suppression,
+    SuppressionReason,
     utcnow,
 )
 from app.services import audit, customers, suppressions
 from app.services.sql import random_hex_32
 
-log = logging.getLogger(__name__)
+log = logging.getLogger("winback.send")
 
 DEFAULT_SUBJECT = "We miss you at {business}: what would it take to win you back?"
 CLAIM_BATCH = 50
@@ -239,7 +240,7 @@ def _claim_batch(campaign_id: int, now: datetime) -> list[Invitation]:
 def _send_one(connection, invitation: Invitation, campaign: Campaign, summary: SendSummary, clock) -> None:
     """Send one claimed invitation and record the outcome; suppression is checked right before."""
     customer = invitation.customer
-    invitation.attempts += 1
+    invitation.attempts = Invitation.attempts + 1
     if suppressions.is_suppressed(customer.email):
         invitation.status = InvitationStatus.SUPPRESSED
         invitation.lease_expires_at = None
@@ -247,6 +248,8 @@ def _send_one(connection, invitation: Invitation, campaign: Campaign, summary: S
         db.session.commit()
         return
     message = emails.compose_invitation(invitation, customer, campaign)
+    # End the read before talking to the mail server: on SQLite no lock is held while it answers.
+    db.session.commit()
     try:
         connection.send(message)
     except smtplib.SMTPRecipientsRefused as exc:
@@ -279,9 +282,17 @@ def _text(reply: bytes | str) -> str:
 
 
 def _fail(invitation: Invitation, code: int, reply: bytes | str, summary: SendSummary) -> None:
+    """A permanent refusal (5xx). A bad address (enhanced status 5.1.x) is a hard bounce and is
+    suppressed: it is never tried again, in any campaign."""
+    text = _text(reply)
     invitation.status = InvitationStatus.FAILED
-    invitation.last_smtp_reply = f"{code} {_text(reply)}"[:500]
+    invitation.last_smtp_reply = f"{code} {text}"[:500]
     invitation.lease_expires_at = None
+    if text.startswith("5.1."):
+        invitation.status = InvitationStatus.BOUNCED
+        suppressions.suppress(
+            invitation.customer.email, SuppressionReason.HARD_BOUNCE, utcnow(), note=f"{code} {text}"
+        )
     db.session.commit()
     summary.failed += 1
 

@@ -94,9 +94,10 @@ class ImportSummary:
     def line(self) -> str:
         """The one-line summary printed at the end of an import."""
         verdict = "" if self.committed else " (nothing was saved)"
+        suppressed = f"; {self.suppressed} suppressed (no marketing consent)" if self.suppressed else ""
         return (
             f"{self.file}: {self.imported} imported, {self.updated} updated, "
-            f"{self.unchanged} unchanged, {self.skipped} skipped{verdict}"
+            f"{self.unchanged} unchanged, {self.skipped} skipped{suppressed}{verdict}"
         )
 
 

@@ -127,7 +127,7 @@ def test_an_address_suppressed_after_queueing_is_not_sent(app, smtp):
     assert invitations(campaign.id)["grace@example.com"].status == InvitationStatus.SUPPRESSED
 
 
-def test_a_refused_recipient_fails_that_invitation_and_the_rest_are_sent(app, smtp):
+def test_a_hard_bounce_fails_that_invitation_suppresses_the_address_and_the_rest_are_sent(app, smtp):
     smtp.refuse.append(("bad@", "550 5.1.1 No such user"))
     make_customer("bad@example.com")
     make_customer("good@example.com")
@@ -137,9 +137,25 @@ def test_a_refused_recipient_fails_that_invitation_and_the_rest_are_sent(app, sm
 
     assert (summary.sent, summary.failed) == (1, 1)
     rows = invitations(campaign.id)
-    assert rows["bad@example.com"].status == InvitationStatus.FAILED
+    assert rows["bad@example.com"].status == InvitationStatus.BOUNCED
     assert rows["bad@example.com"].last_smtp_reply == "550 5.1.1 No such user"
     assert rows["good@example.com"].status == InvitationStatus.SENT
+    assert suppressions.is_suppressed("bad@example.com")
+    assert not suppressions.is_suppressed("good@example.com")
+
+
+def test_a_permanent_refusal_that_is_not_a_bad_address_fails_without_suppressing(app, smtp):
+    smtp.refuse.append(("policy@", "550 5.7.1 Message rejected by policy"))
+    make_customer("policy@example.com")
+    campaign, _ = campaigns.create_campaign(name="Policy", lapsed_days=180, now=utcnow())
+
+    summary = campaigns.send_campaign(campaign.id)
+
+    assert summary.failed == 1
+    row = invitations(campaign.id)["policy@example.com"]
+    assert row.status == InvitationStatus.FAILED
+    assert row.attempts == 1
+    assert not suppressions.is_suppressed("policy@example.com")
 
 
 def test_when_the_mail_server_is_down_nothing_is_lost(app):

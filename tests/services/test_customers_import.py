@@ -95,6 +95,7 @@ def test_shopify_customers_export_is_recognised_without_mapping(app):
 def test_an_explicit_no_to_marketing_means_never_email(app):
     summary = run_import(SHOPIFY_CUSTOMERS)
     assert summary.suppressed == 1
+    assert summary.line().endswith("0 skipped; 1 suppressed (no marketing consent)")
     rows = customers_by_email()
     assert rows["bob@example.com"].status == CustomerStatus.SUPPRESSED
     assert suppressions.is_suppressed("bob@example.com")
