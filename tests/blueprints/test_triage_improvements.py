@@ -54,6 +54,12 @@ def set_outcome(client, response_id: int, outcome: str):
     )
 
 
+def submit_form(client, url: str, **fields):
+    """Open a staff form page and post it with its CSRF token and these fields."""
+    page = client.get(url)
+    return client.post(url, data={"csrf_token": csrf_token(page.data), **fields})
+
+
 def test_the_inbox_lists_untriaged_answers_with_their_suggestion(staff_client):
     answer("ada@example.com", "Free returns please")
     page = staff_client.get("/staff/triage/").get_data(as_text=True)
@@ -95,32 +101,22 @@ def test_an_unknown_outcome_is_refused(staff_client):
 def test_an_actionable_answer_starts_an_improvement_that_goes_public_when_done(staff_client, client):
     response = answer("ada@example.com", "Deliver on Saturdays")
     set_outcome(staff_client, response.id, "actionable")
-    form = staff_client.get(f"/staff/improvements/new?response={response.id}")
-    assert "Deliver on Saturdays" in form.get_data(as_text=True)
-    reply = staff_client.post(
-        f"/staff/improvements/new?response={response.id}",
-        data={
-            "csrf_token": csrf_token(form.data),
-            "you_said": "Weekend deliveries",
-            "we_did": "",
-            "status": "planned",
-            "published": "y",
-        },
+    new_url = f"/staff/improvements/new?response={response.id}"
+    assert "Deliver on Saturdays" in staff_client.get(new_url).get_data(as_text=True)
+    reply = submit_form(
+        staff_client, new_url, you_said="Weekend deliveries", we_did="", status="planned", published="y"
     )
     assert reply.status_code == 302
     improvement_url = reply.headers["Location"]
     assert "Weekend deliveries" not in client.get("/you-said-we-did").get_data(as_text=True)
 
-    edit = staff_client.get(improvement_url)
-    staff_client.post(
+    submit_form(
+        staff_client,
         improvement_url,
-        data={
-            "csrf_token": csrf_token(edit.data),
-            "you_said": "Weekend deliveries",
-            "we_did": "We now deliver on **Saturdays**. <script>alert(1)</script>",
-            "status": "done",
-            "published": "y",
-        },
+        you_said="Weekend deliveries",
+        we_did="We now deliver on **Saturdays**. <script>alert(1)</script>",
+        status="done",
+        published="y",
     )
     public = client.get("/you-said-we-did").get_data(as_text=True)
     assert "Weekend deliveries" in public
@@ -138,16 +134,13 @@ def test_an_actionable_answer_starts_an_improvement_that_goes_public_when_done(s
 def test_words_not_allowed_to_be_quoted_never_reach_the_public_page(staff_client, client):
     response = answer("ada@example.com", "Keep this private", may_quote=False)
     set_outcome(staff_client, response.id, "actionable")
-    form = staff_client.get(f"/staff/improvements/new?response={response.id}")
-    staff_client.post(
+    submit_form(
+        staff_client,
         f"/staff/improvements/new?response={response.id}",
-        data={
-            "csrf_token": csrf_token(form.data),
-            "you_said": "Something",
-            "we_did": "Done it",
-            "status": "done",
-            "published": "y",
-        },
+        you_said="Something",
+        we_did="Done it",
+        status="done",
+        published="y",
     )
     public = client.get("/you-said-we-did").get_data(as_text=True)
     assert "Done it" in public
@@ -156,10 +149,12 @@ def test_words_not_allowed_to_be_quoted_never_reach_the_public_page(staff_client
 
 def test_an_untriaged_answer_cannot_start_an_improvement(staff_client):
     response = answer("ada@example.com")
-    form = staff_client.get(f"/staff/improvements/new?response={response.id}")
-    reply = staff_client.post(
+    reply = submit_form(
+        staff_client,
         f"/staff/improvements/new?response={response.id}",
-        data={"csrf_token": csrf_token(form.data), "you_said": "X", "we_did": "", "status": "planned"},
+        you_said="X",
+        we_did="",
+        status="planned",
     )
     assert reply.status_code == 400
     assert "only responses triaged as actionable" in reply.get_data(as_text=True)
@@ -170,16 +165,13 @@ def test_an_untriaged_answer_cannot_start_an_improvement(staff_client):
 def test_publishing_a_done_improvement_needs_what_we_did(staff_client):
     response = answer("ada@example.com")
     set_outcome(staff_client, response.id, "actionable")
-    form = staff_client.get(f"/staff/improvements/new?response={response.id}")
-    reply = staff_client.post(
+    reply = submit_form(
+        staff_client,
         f"/staff/improvements/new?response={response.id}",
-        data={
-            "csrf_token": csrf_token(form.data),
-            "you_said": "X",
-            "we_did": " ",
-            "status": "done",
-            "published": "y",
-        },
+        you_said="X",
+        we_did=" ",
+        status="done",
+        published="y",
     )
     assert reply.status_code == 400
     assert "say what changed" in reply.get_data(as_text=True)
