@@ -104,6 +104,12 @@ class Config:
     MAX_CONTENT_LENGTH = _env_int("MAX_UPLOAD_BYTES", 50 * 1024 * 1024)
     WTF_CSRF_TIME_LIMIT = _env_int("WTF_CSRF_TIME_LIMIT", 3600 * 4)
 
+    # The public page is the same for everyone: each process keeps it for CACHE_DEFAULT_TIMEOUT
+    # seconds (Flask-Caching; CACHE_TYPE=NullCache turns it off, RedisCache shares it).
+    CACHE_TYPE = _env("CACHE_TYPE", "SimpleCache")
+    CACHE_REDIS_URL = _env("CACHE_REDIS_URL")
+    CACHE_DEFAULT_TIMEOUT = _env_int("CACHE_DEFAULT_TIMEOUT", 10)
+
     RATELIMIT_STORAGE_URI = _env("RATELIMIT_STORAGE_URI", "memory://")
     RATELIMIT_HEADERS_ENABLED = True
     LOGIN_RATE_LIMIT = _env("LOGIN_RATE_LIMIT", "10 per 15 minutes")

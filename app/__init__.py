@@ -40,8 +40,9 @@ def create_app(config_class: type[Config] | None = None, **overrides: Any) -> Fl
 def register_logging(app: Flask) -> None:
     """Send the app's own log lines (logins, audit, sending) to standard error once."""
     logger = logging.getLogger("winback")
-    logger.setLevel(app.config["LOG_LEVEL"])
-    if not logger.handlers:
+    logger.setLevel(str(app.config["LOG_LEVEL"]).upper())
+    # Only when nothing else is set up: a root handler (gunicorn --log-config) would print twice.
+    if not logger.handlers and not logging.getLogger().handlers:
         handler = logging.StreamHandler()
         handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
         logger.addHandler(handler)
@@ -51,7 +52,7 @@ def register_extensions(app: Flask) -> None:
     """Bind every extension created unbound in app/extensions.py."""
     from app import database
     from app.auth.session import init_login
-    from app.extensions import csrf, db, limiter, mail, migrate
+    from app.extensions import cache, csrf, db, limiter, mail, migrate
 
     db.init_app(app)
     database.init_app(app)
@@ -59,6 +60,7 @@ def register_extensions(app: Flask) -> None:
     mail.init_app(app)
     csrf.init_app(app)
     limiter.init_app(app)
+    cache.init_app(app)
     init_login(app)
 
 

@@ -57,6 +57,7 @@ def init_app(app: Flask) -> None:
     """Add the headers and the log filter."""
     logging.getLogger("werkzeug").addFilter(REDACT_TOKENS)
     logging.getLogger("gunicorn.access").addFilter(REDACT_TOKENS)
+    app.logger.addFilter(REDACT_TOKENS)  # "Exception on /s/<token> [GET]" on unexpected errors
     production = app.config.get("ENV_NAME") == "production"
 
     @app.after_request

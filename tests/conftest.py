@@ -50,6 +50,8 @@ class SmtpSink:
     lock: threading.Lock = field(default_factory=threading.Lock)
     # (recipient substring, SMTP reply) pairs: RCPT TO for a matching address gets that reply.
     refuse: list[tuple[str, str]] = field(default_factory=list)
+    # A reply to MAIL FROM instead of 250, e.g. "553 5.1.8 Sender address rejected".
+    refuse_sender: str | None = None
 
     @property
     def messages(self) -> list[EmailMessage]:
@@ -61,6 +63,14 @@ class SmtpSink:
         with self.lock:
             self.envelopes.clear()
         self.refuse.clear()
+        self.refuse_sender = None
+
+    async def handle_MAIL(self, server, session, envelope, address, mail_options):
+        if self.refuse_sender:
+            return self.refuse_sender
+        envelope.mail_from = address
+        envelope.mail_options.extend(mail_options)
+        return "250 OK"
 
     async def handle_RCPT(self, server, session, envelope, address, rcpt_options):
         for needle, reply in self.refuse:

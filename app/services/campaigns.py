@@ -255,10 +255,14 @@ def _send_one(connection, invitation: Invitation, campaign: Campaign, summary: S
     except smtplib.SMTPRecipientsRefused as exc:
         code, reply = next(iter(exc.recipients.values()))
         if code >= 500:
-            _fail(invitation, code, reply, summary)
+            _fail(invitation, code, reply, summary, bad_address=_text(reply).startswith("5.1."))
         else:
             _retry_later(invitation, code, reply, clock(), summary)
         return
+    except smtplib.SMTPSenderRefused as exc:
+        # The server refuses our sender address: a setting to fix, not a fault of the customer's.
+        _release(invitation, f"{exc.smtp_code} {_text(exc.smtp_error)} (sender {exc.sender})")
+        raise
     except smtplib.SMTPResponseException as exc:
         if exc.smtp_code >= 500:
             _fail(invitation, exc.smtp_code, exc.smtp_error, summary)
@@ -281,14 +285,16 @@ def _text(reply: bytes | str) -> str:
     return reply.decode(errors="replace") if isinstance(reply, bytes) else str(reply)
 
 
-def _fail(invitation: Invitation, code: int, reply: bytes | str, summary: SendSummary) -> None:
-    """A permanent refusal (5xx). A bad address (enhanced status 5.1.x) is a hard bounce and is
-    suppressed: it is never tried again, in any campaign."""
+def _fail(
+    invitation: Invitation, code: int, reply: bytes | str, summary: SendSummary, *, bad_address: bool = False
+) -> None:
+    """A permanent refusal (5xx). A recipient refused as a bad address (enhanced status 5.1.x) is a
+    hard bounce and is suppressed: it is never tried again, in any campaign."""
     text = _text(reply)
     invitation.status = InvitationStatus.FAILED
     invitation.last_smtp_reply = f"{code} {text}"[:500]
     invitation.lease_expires_at = None
-    if text.startswith("5.1."):
+    if bad_address:
         invitation.status = InvitationStatus.BOUNCED
         suppressions.suppress(
             invitation.customer.email, SuppressionReason.HARD_BOUNCE, utcnow(), note=f"{code} {text}"

@@ -10,12 +10,19 @@ from markupsafe import Markup
 from sqlalchemy.orm import selectinload
 
 from app.exceptions import InvalidInput, NotFound
-from app.extensions import db
+from app.extensions import cache, db
 from app.markup import render_markdown
 from app.models import Improvement, ImprovementStatus, Outcome, Response, improvement_responses
 from app.services import audit
 
 MAX_QUOTES = 3
+PUBLIC_PAGE_CACHE_KEY = "public/you-said-we-did"
+
+
+def _public_page_changed() -> None:
+    """Drop the cached public page so a change shows at once (in other processes: within
+    CACHE_DEFAULT_TIMEOUT, or at once with a shared cache such as Redis)."""
+    cache.delete(PUBLIC_PAGE_CACHE_KEY)
 
 
 @dataclass(frozen=True)
@@ -65,6 +72,7 @@ def create_improvement(
     db.session.flush()
     audit.record("improvement.create", "improvement", improvement.id, actor_id=actor_id, now=now)
     db.session.commit()
+    _public_page_changed()
     return improvement
 
 
@@ -84,6 +92,7 @@ def update_improvement(
         detail=f"{data.status.value}, published={data.published}",
     )
     db.session.commit()
+    _public_page_changed()
     return improvement
 
 

@@ -175,3 +175,18 @@ def test_publishing_a_done_improvement_needs_what_we_did(staff_client):
     )
     assert reply.status_code == 400
     assert "say what changed" in reply.get_data(as_text=True)
+
+
+def test_the_cached_public_page_shows_a_change_at_once(staff_client, client):
+    response = answer("ada@example.com", "Open on Sundays")
+    set_outcome(staff_client, response.id, "actionable")
+    assert "Sunday opening" not in client.get("/you-said-we-did").get_data(as_text=True)
+    submit_form(
+        staff_client,
+        f"/staff/improvements/new?response={response.id}",
+        you_said="Sunday opening",
+        we_did="Open 10 to 4 on Sundays.",
+        status="done",
+        published="y",
+    )
+    assert "Sunday opening" in client.get("/you-said-we-did").get_data(as_text=True)

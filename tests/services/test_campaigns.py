@@ -206,3 +206,19 @@ def test_a_server_that_closes_the_connection_stops_the_run_and_loses_nothing(app
     assert rows["c1@example.com"].last_smtp_reply.startswith("421")
     assert rows["c2@example.com"].status == InvitationStatus.QUEUED
     assert campaigns.count_queued(campaign.id) == 2
+
+
+def test_a_refused_sender_address_stops_the_run_and_suppresses_no_customer(app, smtp):
+    smtp.refuse_sender = "553 5.1.8 Sender address rejected"
+    make_customer("ada@example.com")
+    make_customer("grace@example.com")
+    campaign, _ = campaigns.create_campaign(name="Sender", lapsed_days=180, now=utcnow())
+
+    with pytest.raises(smtplib.SMTPSenderRefused):
+        campaigns.send_campaign(campaign.id)
+
+    rows = invitations(campaign.id)
+    assert {row.status for row in rows.values()} == {InvitationStatus.QUEUED}
+    assert "5.1.8" in rows["ada@example.com"].last_smtp_reply
+    assert not suppressions.is_suppressed("ada@example.com")
+    assert not suppressions.is_suppressed("grace@example.com")
