@@ -30,5 +30,5 @@ def record(
         created_at=now or utcnow(),
     )
     db.session.add(event)
-    log.info("%s %s#%s by staff#%s %s", action, target_type, target_id, actor_id, detail)
+    log.debug("%s %s#%s by staff#%s %s", action, target_type, target_id, actor_id, detail)
     return event

@@ -152,8 +152,9 @@ def public_improvements(limit: int = 100) -> list[PublicImprovement]:
     asked_by: dict[int, int] = dict.fromkeys(ids, 0)
     for improvement_id, may_quote, text in links:
         asked_by[improvement_id] += 1
-        if may_quote and text.strip() and len(quotes[improvement_id]) < MAX_QUOTES:
-            quotes[improvement_id].append(text)
+        shown = quotes[improvement_id]
+        if may_quote and text.strip() and text not in shown and len(shown) < MAX_QUOTES:
+            shown.append(text)
     return [
         PublicImprovement(
             id=row.id,
