@@ -8,6 +8,8 @@ from app.models.enums import (
     CampaignStatus,
     ContactPreference,
     CustomerStatus,
+    ImportKind,
+    ImportStatus,
     ImprovementStatus,
     InvitationStatus,
     Outcome,
@@ -16,6 +18,7 @@ from app.models.enums import (
     SuppressionReason,
     WouldReturn,
 )
+from app.models.import_job import ImportJob
 from app.models.improvement import Improvement, improvement_responses
 from app.models.response import Response
 from app.models.staff import StaffUser
@@ -29,6 +32,9 @@ __all__ = [
     "ContactPreference",
     "Customer",
     "CustomerStatus",
+    "ImportJob",
+    "ImportKind",
+    "ImportStatus",
     "Improvement",
     "ImprovementStatus",
     "Invitation",

@@ -15,7 +15,11 @@ class Customer(Base):
     """Someone who bought; purchase figures are derived from orders or imported as they are."""
 
     __tablename__ = "customers"
-    __table_args__ = (sa.Index("ix_customers_status_last_purchase", "status", "last_purchase_at"),)
+    __table_args__ = (
+        sa.Index("ix_customers_status_last_purchase", "status", "last_purchase_at"),
+        sa.Index("ix_customers_status_priority", "status", "win_back_priority", "id"),
+        sa.Index("ix_customers_segment_priority", "segment", "win_back_priority", "id"),
+    )
 
     id: Mapped[int] = mapped_column(primary_key=True)
     email: Mapped[str] = mapped_column(sa.String(254), unique=True)
@@ -35,6 +39,15 @@ class Customer(Base):
     total_spent: Mapped[int] = mapped_column(sa.BigInteger, default=0)  # minor units
     currency: Mapped[str] = mapped_column(sa.String(3), default="GBP")
     status: Mapped[CustomerStatus] = mapped_column(str_enum(CustomerStatus), default=CustomerStatus.ACTIVE)
+    # RFM: each 1-5 by quintile over the customer base, recomputed after every import.
+    recency_score: Mapped[int | None] = mapped_column(sa.SmallInteger)
+    frequency_score: Mapped[int | None] = mapped_column(sa.SmallInteger)
+    monetary_score: Mapped[int | None] = mapped_column(sa.SmallInteger)
+    segment: Mapped[str | None] = mapped_column(sa.String(40))
+    # Expected return of winning this customer back, in minor units (see docs/scoring.md).
+    win_back_priority: Mapped[int | None] = mapped_column(sa.BigInteger)
+    scored_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    erased_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, onupdate=utcnow)
 

@@ -81,3 +81,16 @@ class ImprovementStatus(enum.StrEnum):
     PLANNED = "planned"
     IN_PROGRESS = "in_progress"
     DONE = "done"
+
+
+class ImportKind(enum.StrEnum):
+    CUSTOMERS = "customers"
+    ORDERS = "orders"
+    SUPPRESSIONS = "suppressions"
+
+
+class ImportStatus(enum.StrEnum):
+    QUEUED = "queued"
+    RUNNING = "running"
+    DONE = "done"
+    FAILED = "failed"
