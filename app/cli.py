@@ -11,7 +11,7 @@ from flask.cli import AppGroup
 
 from app.exceptions import InvalidInput, NotFound, UnreadableFile
 from app.models import StaffRole, utcnow
-from app.services import campaigns, customers, demo, staff
+from app.services import campaigns, demo, imports, staff
 
 MAX_ERRORS_SHOWN = 50
 
@@ -78,7 +78,7 @@ def customers_import(file: Path, strict: bool, day_first: bool) -> None:
             last = position
 
         try:
-            summary = customers.import_customers(
+            summary = imports.import_customers(
                 handle, str(file), now=utcnow(), strict=strict, day_first=day_first, progress=progress
             )
         except UnreadableFile as exc:

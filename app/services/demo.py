@@ -24,7 +24,7 @@ from app.models import (
     StopReason,
     WouldReturn,
 )
-from app.services import campaigns, customers, improvements, staff, survey, triage
+from app.services import campaigns, imports, improvements, staff, survey, triage
 from app.services.improvements import ImprovementData
 from app.services.survey import Answers
 
@@ -147,7 +147,7 @@ def load_demo(*, now: datetime, seed: int = 7) -> DemoResult | None:
             f"{(now - timedelta(days=first_days)).date()},{(now - timedelta(days=last_days)).date()},"
             f"{orders},{spent / 100:.2f}"
         )
-    customers.import_customers(io.BytesIO("\n".join(lines).encode()), "demo-customers.csv", now=now)
+    imports.import_customers(io.BytesIO("\n".join(lines).encode()), "demo-customers.csv", now=now)
 
     campaign, queued = campaigns.create_campaign(
         name="Autumn win-back",

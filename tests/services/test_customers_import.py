@@ -12,7 +12,8 @@ from app.exceptions import InvalidInput, UnreadableFile
 from app.extensions import db
 from app.models import Customer, CustomerStatus, SuppressionReason, utcnow
 from app.services import suppressions
-from app.services.customers import import_customers, normalise_email
+from app.services.customers import normalise_email
+from app.services.imports import import_customers
 
 # The columns of Shopify's customers export, in its order.
 SHOPIFY_CUSTOMERS = (
@@ -198,7 +199,7 @@ def test_bad_email_addresses_are_refused_with_a_message(raw):
 
 
 def test_a_file_that_breaks_part_way_leaves_nothing_half_imported(app, monkeypatch):
-    monkeypatch.setattr("app.services.customers.BATCH_SIZE", 2)
+    monkeypatch.setattr("app.services.imports.BATCH_SIZE", 2)
     good = "".join(f"c{number}@example.com\n" for number in range(5)).encode()
     content = b"email\n" + good + b"\xff\xfe broken bytes\n" + b"late@example.com\n"
     with pytest.raises(UnreadableFile, match="line 7: not UTF-8"):
