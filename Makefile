@@ -23,12 +23,15 @@ $(VENV)/.installed-dev: requirements.txt requirements-dev.txt $(VENV)/.installed
 install: $(VENV)/.installed
 install-dev: $(VENV)/.installed-dev
 
-## run: set up, migrate, load demo data into an empty database, serve on http://127.0.0.1:5000
+## run: set up, migrate, load demo data into an empty database, then serve on
+## http://127.0.0.1:5000 with a background worker beside the web server (stopped with it)
 run: install
 	$(FLASK) db upgrade
 	$(FLASK) demo load
 	@echo "Winback on http://$(HOST):$(PORT)/staff  (emails: http://$(HOST):$(PORT)/staff/outbox)"
-	$(FLASK) run --host $(HOST) --port $(PORT)
+	@$(FLASK) worker --loglevel WARNING & worker=$$!; \
+	  trap 'kill $$worker 2>/dev/null; wait $$worker 2>/dev/null' EXIT INT TERM; \
+	  $(FLASK) run --host $(HOST) --port $(PORT)
 
 ## test: the whole suite (SQLite; PostgreSQL too when TEST_DATABASE_URL is set)
 test: install-dev

@@ -53,6 +53,7 @@ def register_extensions(app: Flask) -> None:
     from app import database
     from app.auth.session import init_login
     from app.extensions import cache, csrf, db, limiter, mail, migrate
+    from app.tasks import celery_init_app
 
     db.init_app(app)
     database.init_app(app)
@@ -62,6 +63,7 @@ def register_extensions(app: Flask) -> None:
     limiter.init_app(app)
     cache.init_app(app)
     init_login(app)
+    celery_init_app(app)
 
 
 def register_blueprints(app: Flask) -> None:

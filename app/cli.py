@@ -10,7 +10,7 @@ from flask import Flask
 from flask.cli import AppGroup
 
 from app.exceptions import InvalidInput, NotFound, UnreadableFile
-from app.models import StaffRole, utcnow
+from app.models import CustomerStatus, StaffRole, utcnow
 from app.services import campaigns, demo, imports, staff
 
 MAX_ERRORS_SHOWN = 50
@@ -18,14 +18,17 @@ MAX_ERRORS_SHOWN = 50
 
 def init_app(app: Flask) -> None:
     """Register the command groups."""
-    for group in (staff_cli, customers_cli, campaigns_cli, demo_cli):
+    for group in (staff_cli, customers_cli, orders_cli, campaigns_cli, demo_cli, suppressions_cli):
         app.cli.add_command(group)
+    app.cli.add_command(worker)
 
 
 staff_cli = AppGroup("staff", help="Staff accounts.")
 customers_cli = AppGroup("customers", help="Customer data.")
+orders_cli = AppGroup("orders", help="Order history.")
 campaigns_cli = AppGroup("campaigns", help="Win-back campaigns.")
 demo_cli = AppGroup("demo", help="Demonstration data.")
+suppressions_cli = AppGroup("suppressions", help="The suppression list: addresses never to email.")
 
 
 def _fail(message: str, code: int = 2) -> None:
@@ -57,17 +60,26 @@ def staff_create(email: str, role: str, password_stdin: bool) -> None:
         click.echo(f"Password: {password}")
 
 
-@customers_cli.command("import")
-@click.argument("file", type=click.Path(dir_okay=False, path_type=Path))
-@click.option("--strict", is_flag=True, help="Import nothing if any row is bad (exit 1).")
-@click.option("--day-first", is_flag=True, help="Read 03/04/2025 as 3 April 2025.")
-def customers_import(file: Path, strict: bool, day_first: bool) -> None:
-    """Import a customers CSV (see docs/csv-formats.md)."""
+def _mapping(_context: click.Context, _parameter: click.Parameter, values: tuple[str, ...]) -> dict[str, str]:
+    """The --map options, each `COLUMN=FIELD`, as {column: field}."""
+    mapping = {}
+    for value in values:
+        column, equals, field_name = value.rpartition("=")
+        if not equals or not column.strip() or not field_name.strip():
+            raise click.BadParameter(f'{value!r}: expected COLUMN=FIELD, e.g. "Order Number=order_id"')
+        mapping[column.strip()] = field_name.strip()
+    return mapping
+
+
+def _import_file(importer, file: Path, *, strict: bool, **options) -> None:
+    """Run one import service on a file with a progress bar by bytes read, list the first bad
+    rows on stderr and print the summary. Exit 1 with --strict and bad rows; 2 when the file
+    cannot be read or recognised, or a --map is wrong."""
     try:
         handle = file.open("rb")
+        size = file.stat().st_size
     except OSError as exc:
         _fail(f"{file}: cannot be read ({exc.strerror})")
-    size = file.stat().st_size
     with handle, click.progressbar(length=size, label=f"Importing {file.name}", file=sys.stderr) as bar:
         last = 0
 
@@ -78,18 +90,83 @@ def customers_import(file: Path, strict: bool, day_first: bool) -> None:
             last = position
 
         try:
-            summary = imports.import_customers(
-                handle, str(file), now=utcnow(), strict=strict, day_first=day_first, progress=progress
-            )
-        except UnreadableFile as exc:
+            summary = importer(handle, str(file), now=utcnow(), strict=strict, progress=progress, **options)
+        except (UnreadableFile, InvalidInput) as exc:
             _fail(f"{exc} (nothing was imported)")
-    for error in summary.errors[:MAX_ERRORS_SHOWN]:
+    shown = summary.errors[:MAX_ERRORS_SHOWN]
+    for error in shown:
         click.echo(str(error), err=True)
-    if len(summary.errors) > MAX_ERRORS_SHOWN:
-        click.echo(f"... and {len(summary.errors) - MAX_ERRORS_SHOWN} more bad rows", err=True)
+    if summary.skipped > len(shown):
+        click.echo(f"... and {summary.skipped - len(shown)} more bad rows", err=True)
     click.echo(summary.line())
-    if strict and summary.errors:
+    if strict and summary.skipped:
         sys.exit(1)
+
+
+_MAP_HELP = 'Read a column as one of our fields, e.g. --map "E-Mail=email" (repeatable).'
+
+
+@customers_cli.command("import")
+@click.argument("file", type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--strict", is_flag=True, help="Import nothing if any row is bad (exit 1).")
+@click.option("--day-first", is_flag=True, help="Read 03/04/2025 as 3 April 2025.")
+@click.option("--map", "mapping", multiple=True, callback=_mapping, metavar="COLUMN=FIELD", help=_MAP_HELP)
+def customers_import(file: Path, strict: bool, day_first: bool, mapping: dict[str, str]) -> None:
+    """Import a customers CSV (see docs/csv-formats.md)."""
+    _import_file(imports.import_customers, file, strict=strict, day_first=day_first, mapping=mapping)
+
+
+@orders_cli.command("import")
+@click.argument("file", type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--strict", is_flag=True, help="Import nothing if any row is bad (exit 1).")
+@click.option("--day-first", is_flag=True, help="Read 03/04/2025 as 3 April 2025.")
+@click.option("--map", "mapping", multiple=True, callback=_mapping, metavar="COLUMN=FIELD", help=_MAP_HELP)
+@click.option("--source", default=None, help='Where the orders come from (default "csv", or "shopify").')
+def orders_import(
+    file: Path, strict: bool, day_first: bool, mapping: dict[str, str], source: str | None
+) -> None:
+    """Import an orders CSV; customers' purchase figures follow from their orders."""
+    _import_file(
+        imports.import_orders, file, strict=strict, day_first=day_first, mapping=mapping, source=source
+    )
+
+
+@customers_cli.command("export")
+@click.argument("file", type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--lapsed", is_flag=True, help="Only lapsed customers (LAPSE_AFTER_DAYS).")
+@click.option("--segment", default=None, help='Only this segment, e.g. "At risk".')
+@click.option("--status", type=click.Choice([status.value for status in CustomerStatus]), default=None)
+@click.option("--search", default="", help="Only customers whose email or name contains this.")
+def customers_export(file: Path, lapsed: bool, segment: str | None, status: str | None, search: str) -> None:
+    """Write customers to a CSV file: purchase figures, RFM scores, segment and win-back priority."""
+    from app.services import exports, scoring
+    from app.services.customers import CustomerFilters
+
+    if segment is not None and segment not in set(scoring.Segment):
+        _fail(f"--segment: not a segment: {segment!r} (one of: {', '.join(scoring.Segment)})", 1)
+    filters = CustomerFilters(
+        search=search,
+        status=CustomerStatus(status) if status else None,
+        segment=segment,
+        lapsed_only=lapsed,
+    )
+    try:
+        written = exports.export_to_file(file, filters, now=utcnow())
+    except OSError as exc:
+        _fail(f"{file}: cannot be written ({exc.strerror})")
+    click.echo(f"{file}: {written} customers exported")
+
+
+@customers_cli.command("rescore")
+def customers_rescore() -> None:
+    """Recompute every customer's RFM scores, segment and win-back priority (imports do this too)."""
+    import time
+
+    from app.services import scoring
+
+    started = time.perf_counter()
+    scored = scoring.recompute_scores(now=utcnow())
+    click.echo(f"{scored} customers scored in {time.perf_counter() - started:.1f} s")
 
 
 @campaigns_cli.command("list")
@@ -147,6 +224,42 @@ def campaigns_send(campaign_id: int) -> None:
     click.echo(summary.line(campaign_id))
 
 
+@suppressions_cli.command("import")
+@click.argument("file", type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--strict", is_flag=True, help="Import nothing if any row is bad (exit 1).")
+def suppressions_import(file: Path, strict: bool) -> None:
+    """Import a list of addresses never to email: email, and optional reason and note."""
+    from app.services import suppressions
+
+    try:
+        handle = file.open("rb")
+    except OSError as exc:
+        _fail(f"{file}: cannot be read ({exc.strerror})")
+    size = file.stat().st_size
+    with handle, click.progressbar(length=size, label=f"Importing {file.name}", file=sys.stderr) as bar:
+        last = 0
+
+        def progress(_rows: int) -> None:
+            nonlocal last
+            position = handle.tell()
+            bar.update(position - last)
+            last = position
+
+        try:
+            summary = suppressions.import_suppressions(
+                handle, str(file), now=utcnow(), strict=strict, progress=progress
+            )
+        except (UnreadableFile, InvalidInput) as exc:
+            _fail(f"{exc} (nothing was imported)")
+    for error in summary.errors[:MAX_ERRORS_SHOWN]:
+        click.echo(str(error), err=True)
+    if len(summary.errors) > MAX_ERRORS_SHOWN:
+        click.echo(f"... and {len(summary.errors) - MAX_ERRORS_SHOWN} more bad rows", err=True)
+    click.echo(summary.line())
+    if strict and summary.errors:
+        sys.exit(1)
+
+
 @demo_cli.command("load")
 def demo_load() -> None:
     """Load demonstration data into an empty database (does nothing otherwise)."""
@@ -158,3 +271,16 @@ def demo_load() -> None:
         )
         return
     click.echo(result.line())
+
+
+@click.command("worker")
+@click.option("--concurrency", type=click.IntRange(min=1), default=2, show_default=True)
+@click.option("--loglevel", default="INFO", show_default=True)
+def worker(concurrency: int, loglevel: str) -> None:
+    """Run a background worker (Celery): uploaded imports, and more, run here."""
+    from flask import current_app
+
+    celery = current_app.extensions["celery"]
+    celery.worker_main(
+        ["worker", "--pool", "threads", "--concurrency", str(concurrency), "--loglevel", loglevel]
+    )

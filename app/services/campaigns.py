@@ -19,6 +19,7 @@ from app.models import (
     Campaign,
     CampaignStatus,
     Customer,
+    CustomerStatus,
     Invitation,
     InvitationStatus,
     Suppression,
@@ -241,7 +242,7 @@ def _send_one(connection, invitation: Invitation, campaign: Campaign, summary: S
     """Send one claimed invitation and record the outcome; suppression is checked right before."""
     customer = invitation.customer
     invitation.attempts = Invitation.attempts + 1
-    if suppressions.is_suppressed(customer.email):
+    if customer.status != CustomerStatus.ACTIVE or suppressions.is_suppressed(customer.email):
         invitation.status = InvitationStatus.SUPPRESSED
         invitation.lease_expires_at = None
         summary.suppressed += 1

@@ -4,18 +4,23 @@ from __future__ import annotations
 
 import codecs
 import csv
+import io
 import itertools
 import re
 from collections.abc import Iterator
-from dataclasses import dataclass
-from datetime import UTC, date, datetime, time
+from datetime import UTC, date, datetime, time, tzinfo
 from decimal import Decimal, InvalidOperation
 from typing import IO
 from zoneinfo import ZoneInfo
 
-from app.exceptions import UnreadableFile
+from app.exceptions import RowError, UnreadableFile
 
 DELIMITERS = ",;\t"
+# Read this much at a time: large enough that decoding and splitting stay in C, small enough
+# that memory does not grow with the file.
+CHUNK_BYTES = 1 << 20
+# A line longer than this is not a CSV row; refusing it keeps memory bounded.
+MAX_LINE_BYTES = 16 << 20
 _CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
 
 
@@ -24,13 +29,21 @@ def header_key(name: str) -> str:
     return re.sub(r"[\s_\-]+", "", name.strip().lstrip("\ufeff")).lower()
 
 
-@dataclass
 class CsvRows:
-    """An open CSV file: its header keys and an iterator of (line number, row dict)."""
+    """An open CSV file: its header keys and its rows, read as they are consumed.
 
-    name: str
-    columns: list[str]
-    rows: Iterator[tuple[int, dict[str, str]]]
+    `values` yields (line number, list of cells) with the list as long as the header;
+    `rows` yields (line number, {header key: cell}). Either can be read, once."""
+
+    def __init__(self, name: str, columns: list[str], values: Iterator[tuple[int, list[str]]]) -> None:
+        self.name = name
+        self.columns = columns
+        self.values = values
+
+    @property
+    def rows(self) -> Iterator[tuple[int, dict[str, str]]]:
+        columns = self.columns
+        return ((line, dict(zip(columns, cells, strict=False))) for line, cells in self.values)
 
 
 def open_csv(stream: IO[bytes], name: str) -> CsvRows:
@@ -47,95 +60,167 @@ def open_csv(stream: IO[bytes], name: str) -> CsvRows:
     except csv.Error as exc:
         raise UnreadableFile(f"{name}: line 1: {exc}") from exc
     columns = [header_key(column) for column in header]
+    width = len(columns)
+    padding = [""] * width
 
-    def rows() -> Iterator[tuple[int, dict[str, str]]]:
+    def values() -> Iterator[tuple[int, list[str]]]:
         while True:
             try:
-                values = next(reader)
+                cells = next(reader)
             except StopIteration:
                 return
             except csv.Error as exc:
                 raise UnreadableFile(f"{name}: line {reader.line_num}: {exc}") from exc
-            if not any(value.strip() for value in values):
-                continue
-            yield reader.line_num, dict(zip(columns, values, strict=False))
+            if not "".join(cells).strip():
+                continue  # an empty line
+            if len(cells) < width:
+                cells += padding[len(cells) :]
+            yield reader.line_num, cells
 
-    return CsvRows(name=name, columns=columns, rows=rows())
+    return CsvRows(name=name, columns=columns, values=values())
 
 
 def _decoded_lines(stream: IO[bytes], name: str) -> Iterator[str]:
-    """The file's lines as text, decoded one by one so that bad bytes are named by line."""
-    for number, raw in enumerate(stream, start=1):
-        if number == 1:
-            raw = raw.removeprefix(codecs.BOM_UTF8)
+    """The file's lines as text, each with its line ending. The bytes are read and decoded a
+    chunk at a time; a byte that is not UTF-8 is named by its line."""
+    lines_before = 0  # complete lines already handed out
+    pending = b""
+    first = True
+    while True:
+        chunk = stream.read(CHUNK_BYTES)
+        data = pending + chunk
+        if first:
+            if chunk and len(data) < len(codecs.BOM_UTF8):
+                pending = data
+                continue
+            data = data.removeprefix(codecs.BOM_UTF8)
+            first = False
+        end = data.rfind(b"\n") + 1 if chunk else len(data)
+        if end == 0 and chunk:
+            if len(data) > MAX_LINE_BYTES:
+                raise UnreadableFile(f"{name}: line {lines_before + 1}: longer than {MAX_LINE_BYTES} bytes")
+            pending = data
+            continue
+        piece, pending = data[:end], data[end:]
         try:
-            yield raw.decode("utf-8")
+            text = piece.decode("utf-8")
         except UnicodeDecodeError as exc:
+            line = lines_before + piece.count(b"\n", 0, exc.start) + 1
             raise UnreadableFile(
-                f"{name}: line {number}: not UTF-8 text ({exc.reason}); save the file as UTF-8"
+                f"{name}: line {line}: not UTF-8 text ({exc.reason}); save the file as UTF-8"
             ) from exc
+        lines_before += piece.count(b"\n")
+        # newline="\n": lines end at LF only, as the csv module expects; a CR before it stays
+        # for the csv module to strip.
+        yield from io.StringIO(text, newline="\n")
+        if not chunk:
+            return
 
 
 def clean_text(value: str, limit: int) -> str:
     """Strip, remove control characters, and refuse what is longer than the column holds."""
-    value = _CONTROL.sub("", value).strip()
+    # Most cells are printable: checking that is cheaper than the substitution.
+    value = value.strip() if value.isprintable() else _CONTROL.sub("", value).strip()
     if len(value) > limit:
         raise ValueError(f"longer than {limit} characters")
     return value
 
 
-def parse_datetime(value: str, *, day_first: bool = False, timezone: str = "UTC") -> datetime:
-    """ISO 8601 (date or date and time); with day_first, 03/04/2025 is 3 April. Naive times are
-    taken in the business's TIMEZONE; the result is UTC."""
+_ZONE_SUFFIX = re.compile(r"\s*(?:UTC|GMT|Z)$|\s+(?=[+-]\d\d:?\d\d$)", re.IGNORECASE)
+
+
+def parse_datetime(value: str, *, day_first: bool = False, timezone: str | tzinfo = "UTC") -> datetime:
+    """ISO 8601 (date or date and time, with or without a zone: `Z`, `+01:00`, ` +0100`,
+    ` UTC`); with day_first, 03/04/2025 is 3 April. Naive times are taken in the business's
+    TIMEZONE; the result is UTC."""
     value = value.strip()
     try:
-        parsed = datetime.fromisoformat(value.replace(" UTC", "+00:00"))
+        parsed = datetime.fromisoformat(value)
     except ValueError:
-        parsed = _parse_slashed(value, day_first)
+        parsed = _parse_other(value, day_first)
     if parsed.tzinfo is None:
-        parsed = parsed.replace(tzinfo=ZoneInfo(timezone))
-    return parsed.astimezone(UTC)
+        zone = ZoneInfo(timezone) if isinstance(timezone, str) else timezone
+        parsed = parsed.replace(tzinfo=zone)
+    try:
+        return parsed.astimezone(UTC)
+    except OverflowError as exc:  # the first or last day of year 1 or 9999, moved to UTC
+        raise ValueError("not a date (out of range)") from exc
 
 
-def _parse_slashed(value: str, day_first: bool) -> datetime:
+def _parse_other(value: str, day_first: bool) -> datetime:
+    """Dates that fromisoformat refuses: a zone written apart (` +0000`, ` UTC`, as Shopify
+    writes them) or slashed dates with a four-digit year."""
+    if not value:
+        raise ValueError("a date is required")
+    joined, found = _ZONE_SUFFIX.subn(lambda match: "+00:00" if match.group().strip() else "", value)
+    if found:
+        try:
+            return datetime.fromisoformat(joined)
+        except ValueError:
+            pass
     match = re.fullmatch(r"(\d{1,2})[/.](\d{1,2})[/.](\d{4})(?:[ T](\d{1,2}):(\d{2})(?::(\d{2}))?)?", value)
     if not match:
         raise ValueError("not a date (expected ISO 8601, e.g. 2025-03-04)")
     first, second, year = int(match[1]), int(match[2]), int(match[3])
     day, month = (first, second) if day_first else (second, first)
-    clock = time(int(match[4] or 0), int(match[5] or 0), int(match[6] or 0))
     try:
+        clock = time(int(match[4] or 0), int(match[5] or 0), int(match[6] or 0))
         return datetime.combine(date(year, month, day), clock)
     except ValueError as exc:
         raise ValueError(f"not a date ({exc})") from exc
 
 
 _AMOUNT_JUNK = re.compile(r"[^\d.,\-]")
+_PLAIN_AMOUNT = re.compile(r"(\d{1,11})(?:\.(\d\d?))?")
+# Larger amounts are refused: no real order comes near, and sums of them must fit 64 bits.
+MAX_AMOUNT = 10**13  # minor units: 100,000,000,000.00
+MAX_COUNT = 10**9
 
 
 def parse_amount(value: str) -> int:
     """An amount with optional currency symbol and thousands separators, in minor units."""
+    plain = _PLAIN_AMOUNT.fullmatch(value)
+    if plain:  # the usual `1234.50`, without the cost of Decimal
+        whole, fraction = plain.groups()
+        return int(whole) * 100 + (int(fraction.ljust(2, "0")) if fraction else 0)
     text = _AMOUNT_JUNK.sub("", value.strip())
     if not text or not re.search(r"\d", text):
         raise ValueError("not an amount")
     last_comma, last_dot = text.rfind(","), text.rfind(".")
     if last_comma > last_dot and len(text) - last_comma - 1 in (1, 2):
-        text = text.replace(".", "").replace(",", ".")  # 1.234,56
+        text = text.replace(".", "").replace(",", ".")  # 1.234,50
     else:
-        text = text.replace(",", "")  # 1,234.56
+        text = text.replace(",", "")  # 1,234.50
     try:
         amount = Decimal(text)
     except InvalidOperation as exc:
         raise ValueError("not an amount") from exc
+    if not amount.is_finite() or abs(amount) * 100 >= MAX_AMOUNT:
+        raise ValueError("not an amount (too large)")
     return int((amount * 100).to_integral_value())
 
 
 def parse_count(value: str) -> int:
     """A whole number of at least zero."""
     text = value.strip().replace(",", "")
-    if not text.isdigit():
+    if not text.isascii() or not text.isdigit():
         raise ValueError("not a whole number")
+    if len(text) > 10 or int(text) > MAX_COUNT:
+        raise ValueError("not a whole number (too large)")
     return int(text)
+
+
+_CURRENCY = re.compile(r"[A-Z]{3}")
+
+
+def parse_currency(value: str) -> str:
+    """An ISO 4217 currency code such as GBP or EUR, in capitals."""
+    code = value.strip().upper()
+    if not code:
+        raise ValueError("a currency code is required")
+    if not _CURRENCY.fullmatch(code):
+        raise ValueError("not a currency code (three letters, e.g. GBP)")
+    return code
 
 
 _YES = {"yes", "y", "true", "1", "subscribed", "opted_in", "optedin"}
@@ -152,3 +237,27 @@ def parse_yes_no(value: str) -> bool | None:
     if text in _NO:
         return False
     raise ValueError("expected yes or no")
+
+
+_FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
+
+
+def safe_cell(text: str) -> str:
+    """A cell a spreadsheet will show as text: one that could start a formula gets a leading '."""
+    return f"'{text}" if text.startswith(_FORMULA_START) else text
+
+
+class ErrorReport:
+    """Bad rows written as CSV (line, column, value, reason) as they are found, quoted per RFC
+    4180 and safe to open in a spreadsheet."""
+
+    HEADER = ("line", "column", "value", "reason")
+
+    def __init__(self, stream: IO[str]) -> None:
+        self._writer = csv.writer(stream)
+        self._writer.writerow(self.HEADER)
+
+    def add(self, error: RowError) -> None:
+        self._writer.writerow(
+            [error.line, safe_cell(error.column), safe_cell(error.value), safe_cell(error.reason)]
+        )

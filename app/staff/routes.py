@@ -9,14 +9,25 @@ from app import emails
 from app.auth.session import role_required
 from app.campaigns.routes import bp as campaigns_bp
 from app.customers.routes import bp as customers_bp
+from app.imports.routes import bp as imports_bp
 from app.improvements.routes import bp as improvements_bp
 from app.models import StaffRole, utcnow
+from app.privacy.routes import bp as privacy_bp
 from app.services import reports
+from app.suppressions.routes import bp as suppressions_bp
 from app.triage.routes import bp as triage_bp
 
 bp = Blueprint("staff", __name__, url_prefix="/staff")
 # Each staff area is nested here, so the login check below covers every one of them.
-for child in (customers_bp, campaigns_bp, triage_bp, improvements_bp):
+for child in (
+    customers_bp,
+    campaigns_bp,
+    triage_bp,
+    improvements_bp,
+    imports_bp,
+    suppressions_bp,
+    privacy_bp,
+):
     bp.register_blueprint(child)
 
 

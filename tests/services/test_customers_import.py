@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import csv
 import io
 from datetime import UTC, datetime
+from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
@@ -13,19 +15,11 @@ from app.extensions import db
 from app.models import Customer, CustomerStatus, SuppressionReason, utcnow
 from app.services import suppressions
 from app.services.customers import normalise_email
-from app.services.imports import import_customers
+from app.services.imports import import_customers, import_orders
 
-# The columns of Shopify's customers export, in its order.
-SHOPIFY_CUSTOMERS = (
-    "Customer ID,First Name,Last Name,Email,Accepts Email Marketing,Default Address Company,"
-    "Default Address Address1,Default Address Address2,Default Address City,"
-    "Default Address Province Code,Default Address Country Code,Default Address Zip,"
-    "Default Address Phone,Phone,Accepts SMS Marketing,Total Spent,Total Orders,Note,"
-    "Tax Exempt,Tags\n"
-    "'7000000001,Ada,Lovelace,ada@example.com,yes,,1 Loop Rd,,London,,GB,N1,,+44 20 0000 0001,"
-    "no,1234.50,12,,no,vip\n"
-    "'7000000002,Bob,Byte,bob@example.com,no,,,,,,,,,,no,20.00,1,,no,\n"
-)
+FIXTURES = Path(__file__).resolve().parent.parent / "fixtures"
+# Shopify's customers export (Customers → Export), with its real column set.
+SHOPIFY_CUSTOMERS = (FIXTURES / "shopify_customers_export.csv").read_text(encoding="utf-8")
 
 
 def run_import(text: str, name: str = "customers.csv", **options):
@@ -85,12 +79,17 @@ def test_day_first_dates(app):
 
 def test_shopify_customers_export_is_recognised_without_mapping(app):
     summary = run_import(SHOPIFY_CUSTOMERS, "customers_export.csv")
-    assert summary.imported == 2
+    assert summary.imported == 3
     rows = customers_by_email()
     ada = rows["ada@example.com"]
-    assert (ada.first_name, ada.last_name, ada.phone) == ("Ada", "Lovelace", "+44 20 0000 0001")
+    assert (ada.first_name, ada.last_name, ada.phone) == ("Ada", "Lovelace", "+44 20 7946 0001")
     assert (ada.total_spent, ada.orders_count) == (123450, 12)
     assert ada.accepts_marketing is True
+    # Shopify writes ids with a leading apostrophe so that spreadsheets keep them as text.
+    assert ada.external_id == "7000000001"
+    grace = rows["grace@example.com"]
+    assert (grace.total_spent, grace.orders_count, grace.phone) == (102400, 3, "+1 202-555-0143")
+    assert rows["bob@example.com"].last_name == "Byte"
 
 
 def test_an_explicit_no_to_marketing_means_never_email(app):
@@ -200,8 +199,97 @@ def test_bad_email_addresses_are_refused_with_a_message(raw):
 
 def test_a_file_that_breaks_part_way_leaves_nothing_half_imported(app, monkeypatch):
     monkeypatch.setattr("app.services.imports.BATCH_SIZE", 2)
+    monkeypatch.setattr("app.services.imports.POSTGRESQL_BATCH_SIZE", 2)
     good = "".join(f"c{number}@example.com\n" for number in range(5)).encode()
     content = b"email\n" + good + b"\xff\xfe broken bytes\n" + b"late@example.com\n"
     with pytest.raises(UnreadableFile, match="line 7: not UTF-8"):
         import_customers(io.BytesIO(content), "broken.csv", now=utcnow())
     assert customers_by_email() == {}
+
+
+def test_a_customers_file_with_figures_and_no_orders_is_taken_as_it_is(app):
+    run_import(
+        "email,first_purchase_at,last_purchase_at,orders_count,total_spent,currency\n"
+        "ada@example.com,2020-01-01,2024-01-15,12,1234.50,eur\n"
+    )
+    ada = customers_by_email()["ada@example.com"]
+    assert (ada.orders_count, ada.total_spent, ada.currency) == (12, 123450, "EUR")
+    assert (ada.first_purchase_at.year, ada.last_purchase_at.year) == (2020, 2024)
+
+
+def test_figures_in_a_customers_file_do_not_override_those_derived_from_orders(app):
+    import_orders(
+        io.BytesIO(b"order_id,email,placed_at,total,currency\n1,ada@example.com,2024-01-01,10,GBP\n"),
+        "orders.csv",
+        now=utcnow(),
+    )
+    summary = run_import(
+        "email,first_name,orders_count,total_spent,last_purchase_at\nada@example.com,Ada,40,9999,2020-01-01\n"
+    )
+    assert summary.updated == 1  # the name
+    db.session.expire_all()
+    ada = customers_by_email()["ada@example.com"]
+    assert (ada.first_name, ada.orders_count, ada.total_spent) == ("Ada", 1, 1000)
+    assert ada.last_purchase_at == datetime(2024, 1, 1, tzinfo=UTC)
+    again = run_import("email,first_name,orders_count,total_spent\nada@example.com,Ada,40,9999\n")
+    assert (again.updated, again.unchanged) == (0, 1)
+
+
+def test_an_empty_cell_never_clears_what_is_known(app):
+    run_import("email,first_name,phone\nada@example.com,Ada,123\n")
+    summary = run_import("email,first_name,phone\nada@example.com,,\x01\n")
+    assert (summary.updated, summary.unchanged) == (0, 1)
+    ada = customers_by_email()["ada@example.com"]
+    assert (ada.first_name, ada.phone) == ("Ada", "123")
+
+
+def test_a_mapping_names_the_columns_of_any_other_export(app):
+    summary = run_import(
+        "Adresse,Prénom,Dernier achat\nada@example.com,Ada,2024-02-01\n",
+        mapping={"adresse": "email", "Prénom": "First Name", "Dernier achat": "last_purchase_at"},
+    )
+    assert summary.imported == 1
+    ada = customers_by_email()["ada@example.com"]
+    assert (ada.first_name, ada.last_purchase_at) == ("Ada", datetime(2024, 2, 1, tzinfo=UTC))
+
+
+def test_a_mapping_to_an_unknown_field_is_refused(app):
+    with pytest.raises(InvalidInput, match="no field 'mail'; the fields are email, first_name"):
+        run_import("Adresse\nada@example.com\n", mapping={"Adresse": "mail"})
+
+
+def test_the_error_report_gets_every_bad_row_with_formulas_neutralised(app):
+    report = io.StringIO()
+    run_import(
+        "email,total_spent\n=cmd|' /C calc'!A0,1\nada@example.com,+ten pounds\n-@x,1\n",
+        error_report=report,
+    )
+    rows = list(csv.reader(io.StringIO(report.getvalue())))
+    assert rows[0] == ["line", "column", "value", "reason"]
+    assert [row[:3] for row in rows[1:]] == [
+        ["2", "email", "'=cmd|' /C calc'!A0"],
+        ["3", "totalspent", "'+ten pounds"],
+        ["4", "email", "'-@x"],
+    ]
+    assert all(row[3] for row in rows[1:])
+
+
+def test_only_the_first_hundred_bad_rows_are_kept_in_the_summary(app):
+    summary = run_import("email\n" + "nope\n" * 250)
+    assert summary.skipped == 250
+    assert len(summary.errors) == 100
+
+
+@pytest.mark.parametrize(
+    ("cell", "reason"),
+    [("12x", "not a whole number"), ("99999999999", "too large"), ("٣", "not a whole number")],
+)
+def test_counts_are_checked(app, cell, reason):
+    summary = run_import(f"email,orders_count\nada@example.com,{cell}\n")
+    assert reason in summary.errors[0].reason
+
+
+def test_absurd_amounts_are_refused_not_crashed_on(app):
+    summary = run_import("email,total_spent\nada@example.com,99999999999999999999999\n")
+    assert summary.skipped == 1
+    assert "too large" in summary.errors[0].reason

@@ -1,0 +1,32 @@
+"""The upload form."""
+
+from flask_wtf import FlaskForm
+from flask_wtf.file import FileAllowed, FileField, FileRequired
+from wtforms import BooleanField, SelectChoice, SelectField, SubmitField
+
+from app.models import ImportKind
+
+KIND_LABELS = {
+    ImportKind.CUSTOMERS: "Customers",
+    ImportKind.ORDERS: "Orders",
+    ImportKind.SUPPRESSIONS: "Suppression list (addresses never to email)",
+}
+
+
+class UploadForm(FlaskForm):
+    """A CSV file, what it holds, and how to read it."""
+
+    kind = SelectField(
+        "What the file holds", choices=[SelectChoice(k.value, v) for k, v in KIND_LABELS.items()]
+    )
+    file = FileField(
+        "CSV file",
+        validators=[
+            FileRequired("Choose a file."),
+            FileAllowed(["csv", "txt", "tsv"], "Upload a .csv file."),
+        ],
+        description="UTF-8, with a header row; commas, semicolons or tabs. Shopify exports work as they are.",
+    )
+    day_first = BooleanField("Dates are day first (03/04/2025 is 3 April)")
+    strict = BooleanField("Import nothing if any row is bad")
+    submit = SubmitField("Upload and import")

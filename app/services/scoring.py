@@ -1,0 +1,350 @@
+"""RFM scores, segments and the win-back priority, recomputed set-based over the whole customer base.
+
+The rules are written out for people in docs/scoring.md; this module is the one place they live in
+code. The SQL and the Python explanation of the priority use the same constants below."""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import datetime
+
+import sqlalchemy as sa
+
+from app.extensions import db
+from app.models import Customer, CustomerStatus
+from app.models.base import UTCDateTime
+from app.services.sql import dialect_name
+
+SECONDS_PER_DAY = 86_400
+DAYS_PER_YEAR = 365
+# Spending is spread over at least a year, so a short burst of orders is not extrapolated.
+MIN_ACTIVE_DAYS = 365
+# The chance of coming back halves after this many days away (a third after twice as long).
+AWAY_DAYS_HALVING = 365
+
+
+class Segment(enum.StrEnum):
+    """The named RFM segments, best first. The values are what staff see and filter by."""
+
+    CHAMPIONS = "Champions"
+    LOYAL = "Loyal"
+    POTENTIAL_LOYALIST = "Potential loyalist"
+    NEW = "New"
+    PROMISING = "Promising"
+    NEED_ATTENTION = "Need attention"
+    ABOUT_TO_SLEEP = "About to sleep"
+    CANT_LOSE_THEM = "Can't lose them"
+    AT_RISK = "At risk"
+    HIBERNATING = "Hibernating"
+    LOST = "Lost"
+
+
+# The segment map: recency score R (5 = bought most recently) -> the segment for each
+# FM score 1..5, where FM is the mean of the frequency and monetary scores rounded half up.
+#
+#          FM 1             FM 2                FM 3                FM 4         FM 5
+#   R 5    New              Potential loyalist  Potential loyalist  Champions    Champions
+#   R 4    Promising        Potential loyalist  Potential loyalist  Loyal        Loyal
+#   R 3    About to sleep   About to sleep      Need attention      Loyal        Loyal
+#   R 2    Hibernating      Hibernating         At risk             At risk      Can't lose them
+#   R 1    Lost             Lost                At risk             At risk      Can't lose them
+SEGMENT_MAP: dict[int, tuple[Segment, Segment, Segment, Segment, Segment]] = {
+    5: (
+        Segment.NEW,
+        Segment.POTENTIAL_LOYALIST,
+        Segment.POTENTIAL_LOYALIST,
+        Segment.CHAMPIONS,
+        Segment.CHAMPIONS,
+    ),
+    4: (
+        Segment.PROMISING,
+        Segment.POTENTIAL_LOYALIST,
+        Segment.POTENTIAL_LOYALIST,
+        Segment.LOYAL,
+        Segment.LOYAL,
+    ),
+    3: (
+        Segment.ABOUT_TO_SLEEP,
+        Segment.ABOUT_TO_SLEEP,
+        Segment.NEED_ATTENTION,
+        Segment.LOYAL,
+        Segment.LOYAL,
+    ),
+    2: (
+        Segment.HIBERNATING,
+        Segment.HIBERNATING,
+        Segment.AT_RISK,
+        Segment.AT_RISK,
+        Segment.CANT_LOSE_THEM,
+    ),
+    1: (
+        Segment.LOST,
+        Segment.LOST,
+        Segment.AT_RISK,
+        Segment.AT_RISK,
+        Segment.CANT_LOSE_THEM,
+    ),
+}
+
+SEGMENT_DESCRIPTIONS: dict[Segment, str] = {
+    Segment.CHAMPIONS: "Bought recently, buy often and spend the most.",
+    Segment.LOYAL: "Buy often and spend well; not the very latest buyers.",
+    Segment.POTENTIAL_LOYALIST: "Recent customers with average frequency and spend.",
+    Segment.NEW: "Bought very recently, but only a little so far.",
+    Segment.PROMISING: "Fairly recent, small buyers so far.",
+    Segment.NEED_ATTENTION: "Middling on every count; slipping away without a nudge.",
+    Segment.ABOUT_TO_SLEEP: "Bought a while ago, rarely and little.",
+    Segment.CANT_LOSE_THEM: "Were among the best customers, but have not bought for a long time.",
+    Segment.AT_RISK: "Bought often and spent well, but a long time ago.",
+    Segment.HIBERNATING: "Bought a long time ago, rarely and little.",
+    Segment.LOST: "The longest gone, with the fewest orders and the lowest spend.",
+}
+
+
+def segment_for(recency: int, frequency: int, monetary: int) -> Segment:
+    """The segment for a set of scores, by the segment map."""
+    return SEGMENT_MAP[recency][(frequency + monetary + 1) // 2 - 1]
+
+
+def scorable() -> sa.ColumnElement[bool]:
+    """Customers who get scores: at least one purchase, and not erased."""
+    return sa.and_(
+        Customer.last_purchase_at.is_not(None),
+        Customer.status != CustomerStatus.ERASED,
+    )
+
+
+def recompute_scores(*, now: datetime) -> int:
+    """Score every customer who bought and is not erased, in a few set-based statements.
+
+    R, F and M are quintiles over the scored customers (ties share a score); the segment comes
+    from SEGMENT_MAP and the priority from the expected-return formula. Customers who no longer
+    qualify lose their scores. Commits once and returns how many customers were scored."""
+    eligible = scorable()
+    stale = sa.and_(sa.not_(eligible), Customer.scored_at.is_not(None))
+    # One scan counts both who gets scored and who has scores they should no longer have.
+    count, stale_count = db.session.execute(
+        sa.select(
+            sa.func.coalesce(sa.func.sum(sa.case((eligible, 1), else_=0)), 0),
+            sa.func.coalesce(sa.func.sum(sa.case((stale, 1), else_=0)), 0),
+        ).select_from(Customer)
+    ).one()
+    if stale_count:
+        db.session.execute(
+            sa.update(Customer.__table__)
+            .where(stale)
+            .values(
+                recency_score=None,
+                frequency_score=None,
+                monetary_score=None,
+                segment=None,
+                win_back_priority=None,
+                scored_at=None,
+                updated_at=Customer.updated_at,  # derived figures: not an edit of the customer
+            )
+        )
+    if count:
+        recency = _quintile(Customer.last_purchase_at, eligible, count)
+        frequency = _quintile(Customer.orders_count, eligible, count)
+        monetary = _quintile(Customer.total_spent, eligible, count)
+        fm = (frequency + monetary + 1) // 2
+        segment = sa.case(
+            {
+                r * 10 + position + 1: name.value
+                for r, names in SEGMENT_MAP.items()
+                for position, name in enumerate(names)
+            },
+            value=recency * 10 + fm,
+        )
+        with _indexes_rebuilt_after():
+            db.session.execute(
+                sa.update(Customer.__table__)
+                .where(eligible)
+                .values(
+                    recency_score=recency,
+                    frequency_score=frequency,
+                    monetary_score=monetary,
+                    segment=segment,
+                    win_back_priority=_expected_return_sql(now),
+                    scored_at=now,
+                    updated_at=Customer.updated_at,
+                )
+            )
+    db.session.commit()
+    return count
+
+
+@contextmanager
+def _indexes_rebuilt_after() -> Iterator[None]:
+    """On SQLite, drop the indexes on the segment and priority for the duration of the block and
+    build them again after it, in the same transaction.
+
+    Rewriting a million index entries one row at a time costs more than the rest of the
+    recompute together; building the index again from sorted keys takes a second. Readers are
+    not held up: under WAL they keep reading the last committed state, indexes included, and a
+    failure rolls the drop back with everything else. PostgreSQL keeps its indexes: dropping
+    one would lock readers out of the table until the commit."""
+    if dialect_name() != "sqlite":
+        yield
+        return
+    rebuilt = [
+        index
+        for index in Customer.__table__.indexes
+        if {column.name for column in index.columns} & {"segment", "win_back_priority"}
+    ]
+    connection = db.session.connection()
+    for index in rebuilt:
+        index.drop(connection)
+    yield
+    for index in rebuilt:
+        index.create(connection)
+
+
+def _quintile(column: sa.ColumnElement, eligible: sa.ColumnElement[bool], count: int) -> sa.ColumnElement:
+    """A 1-5 score by quintile: 1 + the number of whole fifths of scored customers whose value
+    is strictly lower. Equal values therefore share a score.
+
+    The four cut points are read in one window query (the values at positions ceil(k*n/5) in
+    ascending order); the score is then a CASE over the row's own value, so the UPDATE is a
+    single pass with no join back to a ranked copy of the table."""
+    positions = [(k * count + 4) // 5 for k in range(1, 5)]
+    ranked = (
+        sa.select(
+            column.label("value"),
+            sa.func.row_number().over(order_by=column).label("position"),
+        )
+        .where(eligible)
+        .subquery()
+    )
+    found = dict(
+        db.session.execute(
+            sa.select(ranked.c.position, ranked.c.value).where(ranked.c.position.in_(sorted(set(positions))))
+        ).all()
+    )
+    cuts = [found[position] for position in positions]
+    return sa.case(
+        *((column > cut, score) for score, cut in zip((5, 4, 3, 2), reversed(cuts), strict=True)),
+        else_=1,
+    )
+
+
+def _days_between(start: sa.ColumnElement, end: sa.ColumnElement) -> sa.ColumnElement[float]:
+    """Fractional days from start to end, computed by the database."""
+    if dialect_name() == "postgresql":
+        return sa.extract("epoch", end - start) / float(SECONDS_PER_DAY)
+    return sa.func.julianday(end) - sa.func.julianday(start)
+
+
+def _at_least(value: sa.ColumnElement, floor: float) -> sa.ColumnElement:
+    """The larger of value and floor; value is written (and computed) once per row."""
+    if dialect_name() == "postgresql":
+        return sa.func.greatest(value, floor)
+    return sa.func.max(value, floor)  # SQLite's max() with two arguments is a scalar function
+
+
+def _expected_return_sql(now: datetime) -> sa.ColumnElement[int]:
+    """The expected return, in minor units, as SQL: the same formula as `expected_return`."""
+    at = sa.literal(now, UTCDateTime())
+    orders = sa.case((Customer.orders_count > 1, Customer.orders_count), else_=1)
+    spent = _at_least(Customer.total_spent, 0)
+    away = _at_least(_days_between(Customer.last_purchase_at, at), 0.0)
+    first = sa.func.coalesce(Customer.first_purchase_at, Customer.last_purchase_at)
+    active = _at_least(_days_between(first, Customer.last_purchase_at), float(MIN_ACTIVE_DAYS))
+    yearly = spent * float(DAYS_PER_YEAR) / active
+    chance = orders * 1.0 / (orders + 1.0) * float(AWAY_DAYS_HALVING) / (away + float(AWAY_DAYS_HALVING))
+    return sa.cast(sa.func.round(yearly * chance), sa.BigInteger)
+
+
+# --- the same formula in Python, for the explanation on the customer page ---------------------
+
+CURRENCY_SYMBOLS = {"GBP": "£", "EUR": "€", "USD": "$"}
+
+
+@dataclass(frozen=True)
+class PriorityExplanation:
+    """The parts of a customer's win-back priority, in the units a shop owner thinks in."""
+
+    orders: int
+    average_order: int  # minor units
+    orders_per_year: float
+    yearly_value: int  # minor units
+    days_away: float
+    chance: float
+    expected_return: int  # minor units: yearly_value x chance
+    currency: str = "GBP"
+
+    def money(self, minor_units: int) -> str:
+        """A rounded amount as people say it: "£230", "1,200 SEK"."""
+        whole = f"{round(minor_units / 100):,}"
+        symbol = CURRENCY_SYMBOLS.get(self.currency)
+        return f"{symbol}{whole}" if symbol else f"{whole} {self.currency}"
+
+    @property
+    def chance_words(self) -> str:
+        """The chance of coming back as odds: "about 1 in 3", "about 7 in 10"."""
+        if self.chance >= 0.5:
+            return f"about {round(self.chance * 10)} in 10"
+        return f"about 1 in {max(2, round(1 / self.chance))}"
+
+    @property
+    def frequency_words(self) -> str:
+        """How often they ordered while they were buying: "about 6 times a year"."""
+        per_year = self.orders_per_year
+        if per_year < 0.75:
+            return f"about once every {round(1 / per_year)} years"
+        if round(per_year) == 1:
+            return "about once a year"
+        return f"about {round(per_year)} times a year"
+
+    @property
+    def away_words(self) -> str:
+        """Time since the last order in words: "9 months", "3 weeks", "about 2 years"."""
+        return duration_words(self.days_away)
+
+
+def duration_words(days: float) -> str:
+    """A span of days as people say it."""
+    if days < 1:
+        return "less than a day"
+    if days < 14:
+        whole = round(days)
+        return f"{whole} day{'s' if whole != 1 else ''}"
+    if days < 61:
+        return f"{round(days / 7)} weeks"
+    if days < 2 * DAYS_PER_YEAR:
+        months = round(days / 30.44)
+        return f"{months} month{'s' if months != 1 else ''}"
+    return f"about {round(days / 365.25)} years"
+
+
+def explain_priority(customer: Customer, *, now: datetime) -> PriorityExplanation | None:
+    """How the customer's expected return comes about; None when they have never bought."""
+    last = customer.last_purchase_at
+    if last is None:
+        return None
+    orders = max(customer.orders_count, 1)
+    spent = max(customer.total_spent, 0)
+    first = customer.first_purchase_at or last
+    away = max((now - last).total_seconds() / SECONDS_PER_DAY, 0.0)
+    active = max((last - first).total_seconds() / SECONDS_PER_DAY, MIN_ACTIVE_DAYS)
+    yearly = spent * DAYS_PER_YEAR / active
+    chance = orders / (orders + 1) * AWAY_DAYS_HALVING / (away + AWAY_DAYS_HALVING)
+    return PriorityExplanation(
+        orders=orders,
+        average_order=round(spent / orders),
+        orders_per_year=orders * DAYS_PER_YEAR / active,
+        yearly_value=round(yearly),
+        days_away=away,
+        chance=chance,
+        expected_return=round(yearly * chance),
+        currency=customer.currency or "GBP",
+    )
+
+
+def expected_return(customer: Customer, *, now: datetime) -> int | None:
+    """The win-back priority `recompute_scores` stores for this customer, computed in Python."""
+    explanation = explain_priority(customer, now=now)
+    return explanation.expected_return if explanation else None

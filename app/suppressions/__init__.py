@@ -1,0 +1,1 @@
+"""Staff: the suppression list, viewed by all staff, added to and lifted by admins."""

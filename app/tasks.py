@@ -1,0 +1,64 @@
+"""Background work on Celery. Tasks take ids, read everything else from the database, and are
+safe to run twice. `celery_init_app` binds Celery to the Flask app; `flask worker` runs one."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from celery import Celery, Task, shared_task
+from flask import Flask
+
+from app.models import utcnow
+
+RUN_IMPORT = "winback.run_import"
+
+
+def celery_init_app(app: Flask) -> Celery:
+    """A Celery app whose tasks run inside this Flask app's context.
+
+    With CELERY_BROKER_URL (Redis in production) tasks go to that broker. Without it they go
+    through a folder in instance/ (kombu's filesystem transport): good for one machine, where
+    `make run` starts a worker beside the web server."""
+
+    class FlaskTask(Task):
+        def __call__(self, *args, **kwargs):
+            with app.app_context():
+                return self.run(*args, **kwargs)
+
+    celery = Celery(app.name, task_cls=FlaskTask)
+    celery.config_from_object(_celery_settings(app))
+    celery.set_default()
+    app.extensions["celery"] = celery
+    return celery
+
+
+def _celery_settings(app: Flask) -> dict:
+    settings = {
+        "task_ignore_result": True,
+        "task_acks_late": True,  # a worker killed mid-task leaves the task for another
+        "worker_prefetch_multiplier": 1,
+        "broker_connection_retry_on_startup": True,
+        "worker_hijack_root_logger": False,
+    }
+    broker = app.config.get("CELERY_BROKER_URL")
+    if broker:
+        settings["broker_url"] = broker
+    else:
+        folder = Path(app.instance_path) / "celery"
+        folder.mkdir(parents=True, exist_ok=True)
+        settings["broker_url"] = "filesystem://"
+        settings["broker_transport_options"] = {
+            "data_folder_in": str(folder),
+            "data_folder_out": str(folder),
+            "control_folder": str(folder / "control"),
+        }
+    settings.update(app.config.get("CELERY_OVERRIDES", {}))
+    return settings
+
+
+@shared_task(name=RUN_IMPORT)
+def run_import(job_id: int) -> None:
+    """Run one uploaded import to the end (see app.services.import_jobs)."""
+    from app.services import import_jobs
+
+    import_jobs.run_import_job(job_id, now=utcnow())

@@ -1,0 +1,239 @@
+"""Benchmark: the RFM recompute (`app.services.scoring.recompute_scores`) over a large customer base.
+
+The script builds a throwaway SQLite database under ``bench/.work/`` with the app's own schema,
+bulk-inserts ``BENCH_ROWS`` customers (default 1,000,000) with varied, realistic figures, then
+times, in alternating rounds on the same data:
+
+* the baseline: one plain single-pass ``UPDATE customers SET recency_score = CASE ... END`` over
+  every row (the physical floor for rewriting the table once), and one ``SELECT NTILE(5) OVER
+  (ORDER BY last_purchase_at)`` over the same rows (the floor for ranking them once);
+* ``recompute_scores``: three quintile rankings, segment and priority for every scored
+  customer, and the indexes on them kept up to date, committed once.
+
+It prints the median of ``BENCH_RUNS`` rounds (default 2) of each, the ratio of the recompute to
+the UPDATE baseline, and whether the recompute meets the 10 s target. Environment knobs:
+``BENCH_ROWS``, ``BENCH_RUNS``, ``BENCH_SEED``.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import shutil
+import sqlite3
+import statistics
+import sys
+import tempfile
+import time
+from datetime import datetime, timedelta
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from app import create_app  # noqa: E402
+from app.extensions import db  # noqa: E402
+from app.models import utcnow  # noqa: E402
+from app.services import scoring  # noqa: E402
+from config import TestingConfig  # noqa: E402
+
+WORK_PARENT = ROOT / "bench" / ".work"
+ROWS = int(os.environ.get("BENCH_ROWS", "1000000"))
+RUNS = int(os.environ.get("BENCH_RUNS", "2"))
+SEED = int(os.environ.get("BENCH_SEED", "20250101"))
+TARGET_SECONDS = 10.0
+BATCH = 50_000
+# How SQLAlchemy stores a DateTime in SQLite; rows inserted here must read back the same way.
+SQLITE_TIME = "%Y-%m-%d %H:%M:%S.%f"
+
+FIRST = ["Amelia", "Oliver", "Isla", "George", "Ava", "Noah", "Mia", "Leo", "Freya", "Arthur"]
+LAST = ["Smith", "Jones", "Taylor", "Brown", "Williams", "Wilson", "Evans", "Thomas", "Roberts", "Khan"]
+
+
+def machine() -> str:
+    """CPU count, CPU model, Python and SQLite versions, on one line."""
+    model = "unknown CPU"
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    python = sys.version.split()[0]
+    return f"{os.cpu_count()} CPUs ({model}), Python {python}, SQLite {sqlite3.sqlite_version}"
+
+
+def customer_rows(count: int, now: datetime, rng: random.Random):
+    """Customers as tuples for executemany: most bought once, a long tail bought often; spend per
+    order varies around 40.00; last purchases spread over five years; a few suppressed, erased or
+    never bought."""
+    stamp = now.replace(tzinfo=None).strftime(SQLITE_TIME)
+    for n in range(count):
+        email = f"customer{n}@example.com"
+        roll = rng.random()
+        status, erased_at = "active", None
+        if roll < 0.03:
+            status = "suppressed"
+        elif roll < 0.035:
+            status, erased_at = "erased", stamp
+        if rng.random() < 0.02:  # signed up, never bought
+            first = last = None
+            orders, spent = 0, 0
+        else:
+            orders = min(1 + int(rng.expovariate(0.45)), 200)
+            average = max(100, int(rng.lognormvariate(8.2, 0.6)))  # minor units, median about 36.00
+            spent = orders * average + rng.randint(0, 99)
+            last_dt = now - timedelta(days=rng.uniform(0, 5 * 365))
+            first_dt = last_dt - timedelta(days=0 if orders == 1 else rng.uniform(30, 4 * 365))
+            first = first_dt.replace(tzinfo=None).strftime(SQLITE_TIME)
+            last = last_dt.replace(tzinfo=None).strftime(SQLITE_TIME)
+        yield (
+            email,
+            f"{n:064x}",
+            rng.choice(FIRST),
+            rng.choice(LAST),
+            "",
+            "email",
+            first,
+            last,
+            orders,
+            spent,
+            "GBP",
+            status,
+            erased_at,
+            stamp,
+            stamp,
+        )
+
+
+def insert_customers(count: int, now: datetime) -> float:
+    """Bulk-insert the customers with executemany on the raw connection; returns seconds."""
+    rng = random.Random(SEED)
+    started = time.perf_counter()
+    connection = db.engine.raw_connection()
+    try:
+        cursor = connection.cursor()
+        rows = customer_rows(count, now, rng)
+        while True:
+            batch = [row for _, row in zip(range(BATCH), rows, strict=False)]
+            if not batch:
+                break
+            cursor.execute("BEGIN")
+            cursor.executemany(
+                "INSERT INTO customers (email, email_hash, first_name, last_name, phone, preferred_contact,"
+                " first_purchase_at, last_purchase_at, orders_count, total_spent, currency, status,"
+                " erased_at, created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                batch,
+            )
+            cursor.execute("COMMIT")
+        cursor.execute("ANALYZE")
+        cursor.close()
+    finally:
+        connection.close()
+    return time.perf_counter() - started
+
+
+def baseline_update() -> float:
+    """One plain single-pass UPDATE over every row: the floor for rewriting the table once."""
+    cutoffs = [
+        row[0]
+        for row in db.session.execute(
+            db.text(
+                "SELECT last_purchase_at FROM customers WHERE last_purchase_at IS NOT NULL"
+                " ORDER BY id LIMIT 4"
+            )
+        )
+    ]
+    cutoffs.sort()
+    started = time.perf_counter()
+    db.session.execute(
+        db.text(
+            "UPDATE customers SET recency_score = CASE WHEN last_purchase_at > :d THEN 5"
+            " WHEN last_purchase_at > :c THEN 4 WHEN last_purchase_at > :b THEN 3"
+            " WHEN last_purchase_at > :a THEN 2 ELSE 1 END"
+        ),
+        dict(zip("abcd", cutoffs, strict=True)),
+    )
+    db.session.commit()
+    return time.perf_counter() - started
+
+
+def baseline_ntile() -> float:
+    """One NTILE(5) ranking of every customer: the floor for sorting the table once."""
+    started = time.perf_counter()
+    db.session.execute(
+        db.text(
+            "SELECT count(*), sum(q) FROM (SELECT NTILE(5) OVER (ORDER BY last_purchase_at) AS q"
+            " FROM customers WHERE last_purchase_at IS NOT NULL)"
+        )
+    ).one()
+    db.session.rollback()
+    return time.perf_counter() - started
+
+
+def recompute(now: datetime) -> tuple[float, int]:
+    """One full recompute; returns seconds and customers scored."""
+    started = time.perf_counter()
+    scored = scoring.recompute_scores(now=now)
+    return time.perf_counter() - started, scored
+
+
+def main() -> int:
+    """Build the database, time the baselines and the recompute in alternating rounds, report."""
+    WORK_PARENT.mkdir(parents=True, exist_ok=True)
+    work = Path(tempfile.mkdtemp(prefix="rfm-", dir=WORK_PARENT))
+    instance = work / "instance"
+    instance.mkdir()
+
+    class BenchConfig(TestingConfig):
+        INSTANCE_PATH = str(instance)
+        SQLALCHEMY_DATABASE_URI = f"sqlite:///{work / 'bench.db'}"
+
+    print(f"machine: {machine()}")
+    ok = False
+    try:
+        app = create_app(BenchConfig)
+        with app.app_context():
+            db.create_all()
+            now = utcnow()
+            seconds = insert_customers(ROWS, now)
+            print(f"data: {ROWS:,} customers inserted in {seconds:.1f} s ({work / 'bench.db'})")
+
+            updates, ntiles, recomputes = [], [], []
+            scored = 0
+            for number in range(1, RUNS + 1):
+                updates.append(baseline_update())
+                ntiles.append(baseline_ntile())
+                elapsed, scored = recompute(now)
+                recomputes.append(elapsed)
+                print(
+                    f"round {number}: baseline UPDATE {updates[-1]:.2f} s, NTILE(5) {ntiles[-1]:.2f} s, "
+                    f"recompute_scores {recomputes[-1]:.2f} s ({scored:,} scored)"
+                )
+
+            update, ntile, full = (statistics.median(values) for values in (updates, ntiles, recomputes))
+            ratio = full / update if update else float("inf")
+            met = "met" if full < TARGET_SECONDS else "NOT met"
+            print(f"baseline: single-pass UPDATE of every row  {update:6.2f} s (median of {RUNS})")
+            print(f"baseline: NTILE(5) over every row          {ntile:6.2f} s (median of {RUNS})")
+            print(f"recompute_scores                           {full:6.2f} s (median of {RUNS})")
+            print(f"ratio recompute/UPDATE baseline: {ratio:.2f}")
+            print(
+                f"summary: recompute_scores scored {scored:,} of {ROWS:,} customers in {full:.2f} s "
+                f"on SQLite, {ratio:.2f}x one plain UPDATE pass ({update:.2f} s); "
+                f"target under {TARGET_SECONDS:.0f} s: {met}"
+            )
+            db.session.remove()
+            db.engine.dispose()
+        ok = True
+    finally:
+        if ok:
+            shutil.rmtree(work, ignore_errors=True)
+        else:
+            print(f"work dir kept for inspection: {work}", file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,130 @@
+"""Uploading a CSV on the staff pages: it imports in the background, on a real Celery worker."""
+
+from __future__ import annotations
+
+import io
+import os
+import time
+
+import pytest
+import sqlalchemy as sa
+from celery.contrib.testing.worker import start_worker
+
+from app.extensions import db
+from app.models import Customer, ImportJob, ImportStatus, StaffRole
+from tests.conftest import csrf_token, log_in, make_app, make_staff
+
+BROKERS = ["filesystem"] + (["redis"] if os.environ.get("TEST_REDIS_URL") else [])
+CSV = b"email,first_name,total_spent\nada@example.com,Ada,10\nnot-an-email,Bob,5\n=cmd|' /C calc'!A0,Eve,1\n"
+
+
+@pytest.fixture(params=BROKERS)
+def worker_app(request, database, tmp_path, smtp_server):
+    """An app whose uploads go to a real broker, with a real worker running beside it."""
+    overrides = {}
+    if request.param == "redis":
+        overrides["CELERY_BROKER_URL"] = os.environ["TEST_REDIS_URL"]
+    app = make_app(database, tmp_path, smtp_server.port, **overrides)
+    with app.app_context():
+        db.create_all()
+        make_staff()
+    with start_worker(app.extensions["celery"], pool="solo", perform_ping_check=False, shutdown_timeout=30):
+        yield app
+    with app.app_context():
+        if database["name"] == "postgresql":
+            from tests.conftest import empty_tables
+
+            empty_tables()
+        db.session.remove()
+        db.engine.dispose()
+
+
+def upload(client, content: bytes, name: str = "customers.csv", **fields):
+    page = client.get("/staff/imports/")
+    data = {"csrf_token": csrf_token(page.data), "kind": "customers", "file": (io.BytesIO(content), name)}
+    data.update(fields)
+    return client.post("/staff/imports/", data=data, content_type="multipart/form-data")
+
+
+def wait_for(app, job_id: int, seconds: float = 30) -> ImportJob:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        with app.app_context():
+            job = db.session.get(ImportJob, job_id)
+            if job.status in (ImportStatus.DONE, ImportStatus.FAILED):
+                db.session.expunge(job)
+                return job
+        time.sleep(0.1)
+    raise AssertionError(f"import {job_id} did not finish in {seconds} s")
+
+
+def test_an_upload_imports_in_the_background_with_a_report_of_bad_rows(worker_app):
+    client = worker_app.test_client()
+    log_in(client, "admin@example.com")
+    reply = upload(client, CSV)
+    assert reply.status_code == 302
+    job_url = reply.headers["Location"]
+    job_id = int(job_url.rstrip("/").rsplit("/", 1)[1])
+
+    job = wait_for(worker_app, job_id)
+
+    assert job.status == ImportStatus.DONE
+    assert (job.imported, job.skipped) == (1, 2)
+    page = client.get(job_url).get_data(as_text=True)
+    assert "Done. 1 imported, 0 updated, 0 unchanged, 2 skipped" in page
+    with client.get(f"{job_url}/errors.csv") as report:
+        assert report.status_code == 200
+        assert report.headers["Content-Disposition"].startswith("attachment")
+        lines = report.get_data(as_text=True).splitlines()
+    assert lines[0] == "line,column,value,reason"
+    assert lines[1].startswith("3,email,not-an-email,")
+    assert lines[2].startswith("4,email,'=cmd|")  # a formula is never handed to a spreadsheet
+    with worker_app.app_context():
+        assert db.session.scalar(sa.select(Customer.email)) == "ada@example.com"
+
+
+def test_a_file_that_cannot_be_read_fails_with_its_reason_and_changes_nothing(worker_app):
+    client = worker_app.test_client()
+    log_in(client, "admin@example.com")
+    reply = upload(client, b"name,phone\nAda,1\n")
+    job = wait_for(worker_app, int(reply.headers["Location"].rsplit("/", 1)[1]))
+    assert job.status == ImportStatus.FAILED
+    assert "no email column" in job.message
+    assert "Nothing was imported" in client.get(reply.headers["Location"]).get_data(as_text=True)
+    with worker_app.app_context():
+        assert db.session.scalar(sa.select(sa.func.count(Customer.id))) == 0
+
+
+def test_the_progress_page_shows_a_queued_job_and_refreshes(staff_client):
+    reply = upload(staff_client, CSV)  # no worker runs in this test: the job stays queued
+    page = staff_client.get(reply.headers["Location"]).get_data(as_text=True)
+    assert "Waiting for a worker" in page
+    assert '<meta http-equiv="refresh"' in page
+
+
+def test_an_upload_without_a_file_or_with_an_empty_one_is_refused(staff_client):
+    page = staff_client.get("/staff/imports/")
+    missing = staff_client.post(
+        "/staff/imports/",
+        data={"csrf_token": csrf_token(page.data), "kind": "customers"},
+        content_type="multipart/form-data",
+    )
+    assert missing.status_code == 400
+    assert "Choose a file." in missing.get_data(as_text=True)
+    empty = upload(staff_client, b"")
+    assert empty.status_code == 400
+    assert "the file is empty" in empty.get_data(as_text=True)
+    assert db.session.scalar(sa.select(sa.func.count(ImportJob.id))) == 0
+
+
+def test_a_file_over_the_upload_limit_gets_a_clear_413_page(app, staff_client):
+    app.config["MAX_CONTENT_LENGTH"] = 1024
+    reply = upload(staff_client, b"email\n" + b"a@example.com\n" * 200)
+    assert reply.status_code == 413
+    assert "That file is too large" in reply.get_data(as_text=True)
+
+
+def test_only_admins_can_import(client, app):
+    make_staff("viewer@example.com", StaffRole.VIEWER)
+    log_in(client, "viewer@example.com")
+    assert client.get("/staff/imports/").status_code == 403
