@@ -98,6 +98,7 @@ def test_demo_load_fills_an_empty_database_once(runner, app, tmp_path):
     assert result.exit_code == 0, result.output
     assert f"Staff login: {DEMO_EMAIL} / {DEMO_PASSWORD}" in result.output
     assert db.session.scalar(sa.select(sa.func.count(Customer.id))) == 240
+    assert db.session.scalar(sa.select(sa.func.count(Customer.id)).where(Customer.segment.is_(None))) == 0
     assert db.session.scalar(sa.select(sa.func.count(Response.id))) > 0
     assert db.session.scalar(sa.select(sa.func.count(Improvement.id))) > 0
     outbox = list((tmp_path / "instance" / "outbox").glob("*.eml"))

@@ -83,7 +83,8 @@ def create_campaign(
             customers.lapsed_filter(now, lapsed_days),
             ~sa.exists().where(Suppression.email_hash == Customer.email_hash),
         )
-        .order_by(Customer.total_spent.desc(), Customer.id)
+        # Best expected return first, so --limit keeps the customers most worth winning back.
+        .order_by(Customer.win_back_priority.desc().nulls_last(), Customer.total_spent.desc(), Customer.id)
     )
     if limit:
         audience = audience.limit(limit)

@@ -23,7 +23,7 @@ from app.exceptions import InvalidInput, RowError, UnreadableFile
 from app.extensions import db
 from app.models import Customer, CustomerStatus, Order, Suppression, SuppressionReason
 from app.models.base import UTCDateTime
-from app.services import suppressions
+from app.services import scoring, suppressions
 from app.services.csvfiles import (
     CsvRows,
     ErrorReport,
@@ -324,13 +324,16 @@ class _Run:
             return self.summary
         db.session.commit()
         self.summary.committed = True
+        if self.summary.imported or self.summary.updated:
+            # Scores are quintiles over the whole base: any new figure can move anyone's.
+            scoring.recompute_scores(now=self.now)
         return self.summary
 
     def _tune(self) -> int | None:
         """Settings for this import's connection; returns SQLite's cache size to restore."""
         if self.postgresql:
-            # One import at a time (SQLite's write lock does the same): two imports adding the
-            # same customer or order at once would otherwise collide on its unique key.
+            # One import at a time, as SQLite's write lock has it: two imports of the same orders
+            # would otherwise wait on each other's rows, row by row, and count them twice.
             self.connection.exec_driver_sql(f"SELECT pg_advisory_xact_lock({IMPORT_LOCK})")
             # Compiling the batch statements to machine code costs more than running them.
             self.connection.exec_driver_sql("SET LOCAL jit = off")
@@ -664,7 +667,9 @@ def _insert_new_customers(run: _Run) -> int:
         "updated_at": now,
     }
     select = sa.select(*columns.values()).where(~sa.exists().where(_customers.c.email == stage.c.email))
-    return _rows_changed(run, sa.insert(_customers).from_select(list(columns), select))
+    statement = upsert(_customers).from_select(list(columns), select)
+    # A customer added meanwhile by someone else (the staff pages, say) is left as it is.
+    return _rows_changed(run, statement.on_conflict_do_nothing(index_elements=["email"]))
 
 
 def _update_customers(run: _Run) -> int:
@@ -889,7 +894,7 @@ def _write_orders(
         _load(run, _order_stage, list(orders.values()))
         changed = _record_changes(run, source)
         if changed:
-            _write_changed_orders(run, source, changed)
+            _upsert_orders(run, source)
             run.written += changed
             _analyse_as_it_grows(run, _orders, run.written)
         _clear(run, _order_stage)
@@ -947,12 +952,9 @@ def _record_changes(run: _Run, source: str) -> int:
     return _rows_changed(run, statement)
 
 
-def _write_changed_orders(run: _Run, source: str, changed: int) -> None:
-    """Insert the staged orders that are new, then update the ones that differ. (Two plain
-    statements cost less than one INSERT … ON CONFLICT, which tries every row as an insert.)"""
+def _upsert_orders(run: _Run, source: str) -> None:
+    """Insert the new orders and update the changed ones, in one statement."""
     stage, customers, orders = _order_stage, _customers, _orders
-    staged = stage.join(customers, customers.c.email == stage.c.email)
-    stored = sa.and_(orders.c.source == source, orders.c.external_id == stage.c.external_id)
     rows = (
         sa.select(
             sa.literal(source),
@@ -962,32 +964,30 @@ def _write_changed_orders(run: _Run, source: str, changed: int) -> None:
             stage.c.amount,
             stage.c.currency,
         )
-        .select_from(staged)
-        .where(~sa.exists().where(stored))
+        .select_from(stage.join(customers, customers.c.email == stage.c.email))
+        # SQLite reads `ON CONFLICT` after a bare join as the join's ON; a WHERE ends the join.
+        .where(stage.c.external_id.is_not(None))
     )
-    columns = ["source", "external_id", "customer_id", "placed_at", "amount", "currency"]
-    inserted = _rows_changed(run, sa.insert(orders).from_select(columns, rows))
-    if inserted == changed:
-        return
-    run.connection.execute(
-        sa.update(orders)
-        .where(
-            stored,
-            customers.c.email == stage.c.email,
-            sa.or_(
-                orders.c.customer_id != customers.c.id,
-                orders.c.placed_at != stage.c.placed_at,
-                orders.c.amount != stage.c.amount,
-                orders.c.currency != stage.c.currency,
-            ),
-        )
-        .values(
-            customer_id=customers.c.id,
-            placed_at=stage.c.placed_at,
-            amount=stage.c.amount,
-            currency=stage.c.currency,
-        )
+    statement = upsert(orders).from_select(
+        ["source", "external_id", "customer_id", "placed_at", "amount", "currency"], rows
     )
+    new = statement.excluded
+    statement = statement.on_conflict_do_update(
+        index_elements=["source", "external_id"],
+        set_={
+            "customer_id": new.customer_id,
+            "placed_at": new.placed_at,
+            "amount": new.amount,
+            "currency": new.currency,
+        },
+        where=sa.or_(
+            orders.c.customer_id != new.customer_id,
+            orders.c.placed_at != new.placed_at,
+            orders.c.amount != new.amount,
+            orders.c.currency != new.currency,
+        ),
+    )
+    run.connection.execute(statement)
 
 
 def _count_orders(run: _Run, total: int) -> None:

@@ -293,3 +293,55 @@ def test_absurd_amounts_are_refused_not_crashed_on(app):
     summary = run_import("email,total_spent\nada@example.com,99999999999999999999999\n")
     assert summary.skipped == 1
     assert "too large" in summary.errors[0].reason
+
+
+@pytest.mark.parametrize("chunk", [1, 7, 64, 1 << 20])
+def test_files_are_read_the_same_whatever_the_size_of_the_chunks_read(app, monkeypatch, chunk):
+    monkeypatch.setattr("app.services.csvfiles.CHUNK_BYTES", chunk)
+    content = (
+        "\ufeffemail,first_name,last_name\r\n"
+        'zoë@example.com,Zoë,"Brontë\r\nSmith"\r\n'
+        "\r\n"
+        "ada@example.com,Ada,Łovelace\r\n"
+    ).encode()
+    summary = import_customers(io.BytesIO(content), "chunks.csv", now=utcnow())
+    assert (summary.imported, summary.skipped) == (2, 0)
+    rows = customers_by_email()
+    assert rows["zoë@example.com"].last_name == "Brontë\r\nSmith"
+    assert rows["ada@example.com"].last_name == "Łovelace"
+
+
+@pytest.mark.parametrize("chunk", [1, 5, 1 << 20])
+def test_a_byte_that_is_not_utf8_is_named_by_its_line_whatever_the_chunks(app, monkeypatch, chunk):
+    monkeypatch.setattr("app.services.csvfiles.CHUNK_BYTES", chunk)
+    content = (
+        b"email\n" + b"".join(f"c{n}@example.com\n".encode() for n in range(20)) + b"caf\xe9@example.com\n"
+    )
+    with pytest.raises(UnreadableFile, match="line 22: not UTF-8"):
+        import_customers(io.BytesIO(content), "latin1.csv", now=utcnow())
+
+
+def test_an_import_reads_the_file_as_it_goes(app, monkeypatch):
+    monkeypatch.setattr("app.services.csvfiles.CHUNK_BYTES", 4096)
+    monkeypatch.setattr("app.services.imports.BATCH_SIZE", 100)
+    monkeypatch.setattr("app.services.imports.POSTGRESQL_BATCH_SIZE", 100)
+    content = b"email\n" + b"".join(f"customer{n}@example.com\n".encode() for n in range(2000))
+    stream = io.BytesIO(content)
+    positions = []
+    summary = import_customers(
+        stream, "big.csv", now=utcnow(), progress=lambda _rows: positions.append(stream.tell())
+    )
+    assert summary.imported == 2000
+    assert len(positions) == 20
+    assert positions[0] < len(content) / 4  # the first batch was written long before the end was read
+
+
+def test_an_import_rescores_the_customer_base(app):
+    run_import(
+        "email,last_purchase_at,orders_count,total_spent\n"
+        "ada@example.com,2024-01-15,12,1234.50\n"
+        "bob@example.com,2020-01-15,1,9.99\n"
+    )
+    rows = customers_by_email()
+    assert rows["ada@example.com"].segment is not None
+    assert rows["ada@example.com"].win_back_priority > rows["bob@example.com"].win_back_priority
