@@ -11,7 +11,8 @@ from flask.cli import AppGroup
 
 from app.exceptions import InvalidInput, NotFound, UnreadableFile
 from app.models import CustomerStatus, StaffRole, utcnow
-from app.services import campaigns, demo, imports, staff
+from app.services import campaigns, demo, exports, imports, scoring, staff, suppressions
+from app.services.customers import CustomerFilters
 
 MAX_ERRORS_SHOWN = 50
 
@@ -139,8 +140,6 @@ def orders_import(
 @click.option("--search", default="", help="Only customers whose email or name contains this.")
 def customers_export(file: Path, lapsed: bool, segment: str | None, status: str | None, search: str) -> None:
     """Write customers to a CSV file: purchase figures, RFM scores, segment and win-back priority."""
-    from app.services import exports, scoring
-    from app.services.customers import CustomerFilters
 
     if segment is not None and segment not in set(scoring.Segment):
         _fail(f"--segment: not a segment: {segment!r} (one of: {', '.join(scoring.Segment)})", 1)
@@ -161,8 +160,6 @@ def customers_export(file: Path, lapsed: bool, segment: str | None, status: str 
 def customers_rescore() -> None:
     """Recompute every customer's RFM scores, segment and win-back priority (imports do this too)."""
     import time
-
-    from app.services import scoring
 
     started = time.perf_counter()
     scored = scoring.recompute_scores(now=utcnow())
@@ -227,37 +224,10 @@ def campaigns_send(campaign_id: int) -> None:
 @suppressions_cli.command("import")
 @click.argument("file", type=click.Path(dir_okay=False, path_type=Path))
 @click.option("--strict", is_flag=True, help="Import nothing if any row is bad (exit 1).")
-def suppressions_import(file: Path, strict: bool) -> None:
+@click.option("--map", "mapping", multiple=True, callback=_mapping, metavar="COLUMN=FIELD", help=_MAP_HELP)
+def suppressions_import(file: Path, strict: bool, mapping: dict[str, str]) -> None:
     """Import a list of addresses never to email: email, and optional reason and note."""
-    from app.services import suppressions
-
-    try:
-        handle = file.open("rb")
-    except OSError as exc:
-        _fail(f"{file}: cannot be read ({exc.strerror})")
-    size = file.stat().st_size
-    with handle, click.progressbar(length=size, label=f"Importing {file.name}", file=sys.stderr) as bar:
-        last = 0
-
-        def progress(_rows: int) -> None:
-            nonlocal last
-            position = handle.tell()
-            bar.update(position - last)
-            last = position
-
-        try:
-            summary = suppressions.import_suppressions(
-                handle, str(file), now=utcnow(), strict=strict, progress=progress
-            )
-        except (UnreadableFile, InvalidInput) as exc:
-            _fail(f"{exc} (nothing was imported)")
-    for error in summary.errors[:MAX_ERRORS_SHOWN]:
-        click.echo(str(error), err=True)
-    if len(summary.errors) > MAX_ERRORS_SHOWN:
-        click.echo(f"... and {len(summary.errors) - MAX_ERRORS_SHOWN} more bad rows", err=True)
-    click.echo(summary.line())
-    if strict and summary.errors:
-        sys.exit(1)
+    _import_file(suppressions.import_suppressions, file, strict=strict, mapping=mapping)
 
 
 @demo_cli.command("load")
