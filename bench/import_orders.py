@@ -16,7 +16,6 @@ in our import, and the rest).
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import random
@@ -24,14 +23,13 @@ import resource
 import shutil
 import subprocess
 import sys
-import tempfile
 import time
 import uuid
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
-WORK_PARENT = ROOT / "bench" / ".work"
+from common import ROOT, finish_work_dir, machine, new_work_dir
+
 ROWS = int(os.environ.get("BENCH_ROWS", "1000000"))
 CUSTOMERS = max(1, ROWS // 5)
 PROFILE = os.environ.get("BENCH_PROFILE") == "1"
@@ -227,27 +225,12 @@ def report(label: str, baseline_name: str, baseline: float, result: dict) -> Non
         raise RuntimeError(f"{label}: the import does not add up: {result}")
 
 
-def machine() -> str:
-    """CPU count and model, Python and SQLite versions."""
-    import sqlite3
-
-    model = "unknown CPU"
-    with contextlib.suppress(OSError):
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                model = line.split(":", 1)[1].strip()
-                break
-    python = sys.version.split()[0]
-    return f"{os.cpu_count()} CPUs ({model}), Python {python}, SQLite {sqlite3.sqlite_version}"
-
-
 def main() -> int:
     """Generate the file, then run each database's pair."""
     if shutil.which("sqlite3") is None:
         print("skipped: sqlite3 CLI not found (install the Debian package sqlite3)")
         return 0
-    WORK_PARENT.mkdir(parents=True, exist_ok=True)
-    work = Path(tempfile.mkdtemp(prefix="import_orders-", dir=WORK_PARENT))
+    work = new_work_dir("import_orders")
     ok = False
     try:
         print(f"machine: {machine()}")
@@ -282,10 +265,7 @@ def main() -> int:
             print("postgresql: skipped (set BENCH_DATABASE_URL or TEST_DATABASE_URL)")
         ok = True
     finally:
-        if ok:
-            shutil.rmtree(work, ignore_errors=True)
-        else:
-            print(f"work dir kept for inspection: {work}", file=sys.stderr)
+        finish_work_dir(work, ok)
     return 0
 
 

@@ -25,15 +25,14 @@ import socket
 import statistics
 import subprocess
 import sys
-import tempfile
 import textwrap
 import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
-WORK_PARENT = ROOT / "bench" / ".work"
+from common import ROOT, finish_work_dir, machine, new_work_dir
+
 PATH = "/you-said-we-did"
 HOST = "127.0.0.1"
 
@@ -271,27 +270,9 @@ def figures(label: str, result: RoundResult) -> str:
     )
 
 
-def machine() -> str:
-    """CPU count, CPU model, Python and SQLite versions, on one line."""
-    import sqlite3
-
-    model = "unknown CPU"
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                model = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return (
-        f"{os.cpu_count()} CPUs ({model}), Python {sys.version.split()[0]}, SQLite {sqlite3.sqlite_version}"
-    )
-
-
 def main() -> int:
     """Set up, serve both, load both in alternating rounds, print the figures."""
-    WORK_PARENT.mkdir(parents=True, exist_ok=True)
-    work = Path(tempfile.mkdtemp(prefix="public_page-", dir=WORK_PARENT))
+    work = new_work_dir("public_page")
     instance = work / "instance"
     env = project_env(instance)
     use_wrk = shutil.which("wrk") is not None
@@ -357,10 +338,7 @@ def main() -> int:
     finally:
         for proc in procs:
             stop(proc)
-        if ok:
-            shutil.rmtree(work, ignore_errors=True)
-        else:
-            print(f"work dir kept for inspection: {work}", file=sys.stderr)
+        finish_work_dir(work, ok)
     return 0
 
 

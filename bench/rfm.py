@@ -19,25 +19,21 @@ from __future__ import annotations
 
 import os
 import random
-import shutil
-import sqlite3
 import statistics
 import sys
-import tempfile
 import time
 from datetime import datetime, timedelta
-from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
+from common import ROOT, finish_work_dir, machine, new_work_dir
+
 sys.path.insert(0, str(ROOT))
 
-from app import create_app  # noqa: E402
-from app.extensions import db  # noqa: E402
-from app.models import utcnow  # noqa: E402
-from app.services import scoring  # noqa: E402
-from config import TestingConfig  # noqa: E402
+from app import create_app
+from app.extensions import db
+from app.models import utcnow
+from app.services import scoring
+from config import TestingConfig
 
-WORK_PARENT = ROOT / "bench" / ".work"
 ROWS = int(os.environ.get("BENCH_ROWS", "1000000"))
 RUNS = int(os.environ.get("BENCH_RUNS", "2"))
 SEED = int(os.environ.get("BENCH_SEED", "20250101"))
@@ -48,20 +44,6 @@ SQLITE_TIME = "%Y-%m-%d %H:%M:%S.%f"
 
 FIRST = ["Amelia", "Oliver", "Isla", "George", "Ava", "Noah", "Mia", "Leo", "Freya", "Arthur"]
 LAST = ["Smith", "Jones", "Taylor", "Brown", "Williams", "Wilson", "Evans", "Thomas", "Roberts", "Khan"]
-
-
-def machine() -> str:
-    """CPU count, CPU model, Python and SQLite versions, on one line."""
-    model = "unknown CPU"
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                model = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    python = sys.version.split()[0]
-    return f"{os.cpu_count()} CPUs ({model}), Python {python}, SQLite {sqlite3.sqlite_version}"
 
 
 def customer_rows(count: int, now: datetime, rng: random.Random):
@@ -181,8 +163,7 @@ def recompute(now: datetime) -> tuple[float, int]:
 
 def main() -> int:
     """Build the database, time the baselines and the recompute in alternating rounds, report."""
-    WORK_PARENT.mkdir(parents=True, exist_ok=True)
-    work = Path(tempfile.mkdtemp(prefix="rfm-", dir=WORK_PARENT))
+    work = new_work_dir("rfm")
     instance = work / "instance"
     instance.mkdir()
 
@@ -228,10 +209,7 @@ def main() -> int:
             db.engine.dispose()
         ok = True
     finally:
-        if ok:
-            shutil.rmtree(work, ignore_errors=True)
-        else:
-            print(f"work dir kept for inspection: {work}", file=sys.stderr)
+        finish_work_dir(work, ok)
     return 0
 
 
