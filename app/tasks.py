@@ -3,6 +3,7 @@ safe to run twice. `celery_init_app` binds Celery to the Flask app; `flask worke
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 from celery import Celery, Task, shared_task
@@ -10,7 +11,10 @@ from flask import Flask
 
 from app.models import utcnow
 
+log = logging.getLogger("winback.send")
+
 RUN_IMPORT = "winback.run_import"
+SEND_CAMPAIGN = "winback.send_campaign"
 
 
 def celery_init_app(app: Flask) -> Celery:
@@ -62,3 +66,18 @@ def run_import(job_id: int) -> None:
     from app.services import import_jobs
 
     import_jobs.run_import_job(job_id, now=utcnow())
+
+
+@shared_task(name=SEND_CAMPAIGN)
+def send_campaign(campaign_id: int) -> None:
+    """Send a campaign's queued invitations. If the mail server fails, the unsent stay queued
+    (the failure is logged and shown on the campaign page) for the next run."""
+    import smtplib
+
+    from app.exceptions import InvalidInput
+    from app.services import campaigns
+
+    try:
+        campaigns.send_campaign(campaign_id)
+    except (InvalidInput, smtplib.SMTPException, OSError) as exc:
+        log.warning("campaign %s: sending stopped: %s", campaign_id, exc)

@@ -17,6 +17,7 @@ from email.parser import BytesParser
 import pytest
 import sqlalchemy as sa
 from aiosmtpd.controller import Controller
+from celery.contrib.testing.worker import start_worker
 from flask import has_app_context
 from flask.testing import FlaskClient, FlaskCliRunner
 
@@ -249,3 +250,29 @@ def staff_client(client, admin):
     response = log_in(client, admin.email)
     assert response.status_code == 302
     return client
+
+
+# --- a real background worker -------------------------------------------------------------
+
+BROKERS = ["filesystem"] + (["redis"] if os.environ.get("TEST_REDIS_URL") else [])
+
+
+@pytest.fixture(params=BROKERS)
+def worker_app(request, database, tmp_path, smtp_server):
+    """An app whose background work goes through a real broker (the instance folder, and Redis
+    when TEST_REDIS_URL is set) to a real Celery worker running beside it. An admin
+    (admin@example.com) exists. No application context is pushed: push one to use the database."""
+    overrides = {}
+    if request.param == "redis":
+        overrides["CELERY_BROKER_URL"] = os.environ["TEST_REDIS_URL"]
+    app = make_app(database, tmp_path, smtp_server.port, **overrides)
+    with app.app_context():
+        db.create_all()
+        make_staff()
+    with start_worker(app.extensions["celery"], pool="solo", perform_ping_check=False, shutdown_timeout=30):
+        yield app
+    with app.app_context():
+        if database["name"] == "postgresql":
+            empty_tables()
+        db.session.remove()
+        db.engine.dispose()

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import smtplib
-
 from flask import Blueprint, flash, redirect, render_template, url_for
 from flask_login import current_user
 
@@ -63,13 +61,11 @@ def show(campaign_id: int):
 @bp.post("/<int:campaign_id>/send")
 @role_required(StaffRole.ADMIN)
 def send(campaign_id: int):
-    """Send the queued invitations now."""
+    """Hand the queued invitations to the background worker."""
     try:
-        summary = campaigns.send_campaign(campaign_id)
+        waiting = campaigns.queue_send(campaign_id, actor_id=current_user.id, now=utcnow())
     except InvalidInput as exc:
         flash(str(exc), "error")
-    except (smtplib.SMTPException, OSError) as exc:
-        flash(f"Sending stopped: the mail server failed ({exc}). Unsent invitations stay queued.", "error")
     else:
-        flash(summary.line(campaign_id).capitalize() + ".", "success")
+        flash(f"Sending {waiting} invitations in the background. This page shows how far it got.", "success")
     return redirect(url_for("staff.campaigns.show", campaign_id=campaign_id))

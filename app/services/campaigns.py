@@ -28,6 +28,7 @@ from app.models import (
 )
 from app.services import audit, customers, suppressions
 from app.services.sql import random_hex_32
+from app.tasks import SEND_CAMPAIGN
 
 log = logging.getLogger("winback.send")
 
@@ -141,6 +142,24 @@ def status_counts(campaign_id: int) -> dict[InvitationStatus, int]:
     counts = dict.fromkeys(InvitationStatus, 0)
     counts.update({status: number for status, number in rows})  # noqa: C416 - rows, not pairs
     return counts
+
+
+def queue_send(campaign_id: int, *, actor_id: int | None, now: datetime) -> int:
+    """Hand a campaign's queued invitations to a background worker; returns how many wait.
+    A web request never waits on the mail server."""
+    campaign = get_campaign(campaign_id)
+    if campaign.status == CampaignStatus.PAUSED:
+        raise InvalidInput(f"campaign {campaign_id} is paused: resume it before sending")
+    waiting = count_queued(campaign_id)
+    if not waiting:
+        raise InvalidInput(f"campaign {campaign_id} has no invitations waiting to be sent")
+    campaign.status = CampaignStatus.SENDING
+    audit.record(
+        "campaign.send", "campaign", campaign_id, actor_id=actor_id, now=now, detail=f"{waiting} queued"
+    )
+    db.session.commit()
+    current_app.extensions["celery"].send_task(SEND_CAMPAIGN, args=[campaign_id])
+    return waiting
 
 
 @dataclass

@@ -21,6 +21,7 @@ from app.extensions import db
 from app.models import ImportJob, ImportKind, ImportStatus, utcnow
 from app.services import audit, imports, suppressions
 from app.services.imports import ImportSummary
+from app.tasks import RUN_IMPORT
 
 log = logging.getLogger("winback.imports")
 PROGRESS_EVERY_SECONDS = 0.5
@@ -73,7 +74,7 @@ def start_import(
     db.session.flush()
     audit.record("import.start", "import_job", job.id, actor_id=actor_id, now=now, detail=kind.value)
     db.session.commit()
-    current_app.extensions["celery"].send_task("winback.run_import", args=[job.id])
+    current_app.extensions["celery"].send_task(RUN_IMPORT, args=[job.id])
     return job
 
 

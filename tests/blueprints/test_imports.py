@@ -3,40 +3,15 @@
 from __future__ import annotations
 
 import io
-import os
 import time
 
-import pytest
 import sqlalchemy as sa
-from celery.contrib.testing.worker import start_worker
 
 from app.extensions import db
 from app.models import Customer, ImportJob, ImportStatus, StaffRole
-from tests.conftest import csrf_token, log_in, make_app, make_staff
+from tests.conftest import csrf_token, log_in, make_staff
 
-BROKERS = ["filesystem"] + (["redis"] if os.environ.get("TEST_REDIS_URL") else [])
 CSV = b"email,first_name,total_spent\nada@example.com,Ada,10\nnot-an-email,Bob,5\n=cmd|' /C calc'!A0,Eve,1\n"
-
-
-@pytest.fixture(params=BROKERS)
-def worker_app(request, database, tmp_path, smtp_server):
-    """An app whose uploads go to a real broker, with a real worker running beside it."""
-    overrides = {}
-    if request.param == "redis":
-        overrides["CELERY_BROKER_URL"] = os.environ["TEST_REDIS_URL"]
-    app = make_app(database, tmp_path, smtp_server.port, **overrides)
-    with app.app_context():
-        db.create_all()
-        make_staff()
-    with start_worker(app.extensions["celery"], pool="solo", perform_ping_check=False, shutdown_timeout=30):
-        yield app
-    with app.app_context():
-        if database["name"] == "postgresql":
-            from tests.conftest import empty_tables
-
-            empty_tables()
-        db.session.remove()
-        db.engine.dispose()
 
 
 def upload(client, content: bytes, name: str = "customers.csv", **fields):
