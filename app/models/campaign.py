@@ -32,6 +32,9 @@ class Campaign(Base):
     lapsed_days: Mapped[int] = mapped_column()
     subject: Mapped[str] = mapped_column(sa.String(200))
     status: Mapped[CampaignStatus] = mapped_column(str_enum(CampaignStatus), default=CampaignStatus.DRAFT)
+    # Why sending stopped by itself (or who paused it), shown on the campaign page.
+    pause_reason: Mapped[str] = mapped_column(sa.String(500), default="", server_default="")
+    paused_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     created_by_id: Mapped[int | None] = mapped_column(sa.ForeignKey("staff_users.id", ondelete="SET NULL"))
 

@@ -48,6 +48,8 @@ class Customer(Base):
     win_back_priority: Mapped[int | None] = mapped_column(sa.BigInteger)
     scored_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     erased_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    # Soft bounces reported since the last delivery; past SOFT_BOUNCE_LIMIT the address is suppressed.
+    soft_bounce_count: Mapped[int] = mapped_column(default=0, server_default="0")
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, onupdate=utcnow)
 
