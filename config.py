@@ -85,6 +85,8 @@ class Config:
     CONTACT_COOLDOWN_DAYS = _env_int("CONTACT_COOLDOWN_DAYS", 90)
     SEND_LEASE_SECONDS = _env_int("SEND_LEASE_SECONDS", 300)
     SEND_RATE_PER_MINUTE = _env_int("SEND_RATE_PER_MINUTE", None)
+    # After this many refusals in a row a campaign pauses itself (the server, not the list, is wrong).
+    SEND_MAX_CONSECUTIVE_FAILURES = _env_int("SEND_MAX_CONSECUTIVE_FAILURES", 10)
 
     MAIL_SERVER = _env("MAIL_SERVER", "localhost")
     MAIL_PORT = _env_int("MAIL_PORT", 25)
@@ -113,6 +115,11 @@ class Config:
     RATELIMIT_STORAGE_URI = _env("RATELIMIT_STORAGE_URI", "memory://")
     RATELIMIT_HEADERS_ENABLED = True
     LOGIN_RATE_LIMIT = _env("LOGIN_RATE_LIMIT", "10 per 15 minutes")
+
+    # Keys accepted by the JSON API under /api/v1 (comma separated); none set: every call gets 401.
+    API_KEYS = _env_list("API_KEYS")
+    # Soft bounces (reported through the API) that suppress an address once reached.
+    SOFT_BOUNCE_LIMIT = _env_int("SOFT_BOUNCE_LIMIT", 3)
 
     SESSION_COOKIE_HTTPONLY = True
     SESSION_COOKIE_SAMESITE = "Lax"
@@ -177,6 +184,7 @@ class TestingConfig(Config):
     BUSINESS_POSTAL_ADDRESS = "1 Test Street, Testville"
     RATELIMIT_STORAGE_URI = "memory://"
     PASSWORD_HASH_METHOD = "pbkdf2:sha256:1000"  # fast hashing keeps the suite quick
+    API_KEYS = ["test-api-key"]
 
 
 def _instance_secret_key() -> str:

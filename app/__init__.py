@@ -68,6 +68,7 @@ def register_extensions(app: Flask) -> None:
 
 def register_blueprints(app: Flask) -> None:
     """Public pages, the staff area under /staff, the API and the health check."""
+    from app.api.routes import bp as api_bp
     from app.auth.routes import bp as auth_bp
     from app.health.routes import bp as health_bp
     from app.staff.routes import bp as staff_bp
@@ -75,7 +76,7 @@ def register_blueprints(app: Flask) -> None:
     from app.unsubscribe.routes import bp as unsubscribe_bp
     from app.you_said_we_did.routes import bp as you_said_we_did_bp
 
-    for blueprint in (survey_bp, unsubscribe_bp, you_said_we_did_bp, auth_bp, health_bp, staff_bp):
+    for blueprint in (survey_bp, unsubscribe_bp, you_said_we_did_bp, auth_bp, health_bp, staff_bp, api_bp):
         app.register_blueprint(blueprint)
 
 

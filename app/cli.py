@@ -175,7 +175,10 @@ def campaigns_list() -> None:
     for campaign in rows:
         counts = campaigns.status_counts(campaign.id)
         shown = ", ".join(f"{count} {status.value}" for status, count in counts.items() if count)
-        click.echo(f"{campaign.id}\t{campaign.status.value}\t{campaign.name}\t{shown or 'no invitations'}")
+        paused = f"\tpaused: {campaign.pause_reason}" if campaign.pause_reason else ""
+        click.echo(
+            f"{campaign.id}\t{campaign.status.value}\t{campaign.name}\t{shown or 'no invitations'}{paused}"
+        )
 
 
 @campaigns_cli.command("create")
@@ -219,6 +222,16 @@ def campaigns_send(campaign_id: int) -> None:
         except (smtplib.SMTPException, OSError) as exc:
             _fail(f"the mail server failed: {exc}. Unsent invitations stay queued; run again to retry.", 1)
     click.echo(summary.line(campaign_id))
+    if summary.paused_reason:
+        sys.exit(1)
+
+
+@campaigns_cli.command("tick")
+def campaigns_tick() -> None:
+    """Periodic upkeep, safe to run from cron every few minutes: invitations whose sender's
+    claim ran out go back to the queue."""
+    requeued = campaigns.requeue_expired_claims(now=utcnow())
+    click.echo(f"{requeued} invitations back in the queue")
 
 
 @suppressions_cli.command("import")

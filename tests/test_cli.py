@@ -106,3 +106,22 @@ def test_demo_load_fills_an_empty_database_once(runner, app, tmp_path):
     again = runner.invoke(args=["demo", "load"])
     assert "already has data" in again.output
     assert db.session.scalar(sa.select(sa.func.count(Customer.id))) == 240
+
+
+def test_campaigns_tick_requeues_expired_claims(runner):
+    from datetime import timedelta
+
+    from app.models import Invitation, InvitationStatus, utcnow
+    from app.services import campaigns
+
+    make_customer("ada@example.com")
+    campaign, _ = campaigns.create_campaign(name="Tick", lapsed_days=180, now=utcnow())
+    invitation = db.session.scalar(sa.select(Invitation).where(Invitation.campaign_id == campaign.id))
+    invitation.status = InvitationStatus.SENDING
+    invitation.lease_expires_at = utcnow() - timedelta(minutes=1)
+    db.session.commit()
+    result = runner.invoke(args=["campaigns", "tick"])
+    assert result.exit_code == 0
+    assert "1 invitations back in the queue" in result.output
+    db.session.rollback()
+    assert db.session.get(Invitation, invitation.id).status == InvitationStatus.QUEUED

@@ -69,3 +69,27 @@ def send(campaign_id: int):
     else:
         flash(f"Sending {waiting} invitations in the background. This page shows how far it got.", "success")
     return redirect(url_for("staff.campaigns.show", campaign_id=campaign_id))
+
+
+@bp.post("/<int:campaign_id>/pause")
+@role_required(StaffRole.ADMIN)
+def pause(campaign_id: int):
+    """Stop sending; a sender stops before its next batch."""
+    campaigns.pause_campaign(
+        campaign_id, reason=f"Paused by {current_user.email}.", actor_id=current_user.id, now=utcnow()
+    )
+    flash("Campaign paused.", "success")
+    return redirect(url_for("staff.campaigns.show", campaign_id=campaign_id))
+
+
+@bp.post("/<int:campaign_id>/resume")
+@role_required(StaffRole.ADMIN)
+def resume(campaign_id: int):
+    """Allow sending again, then hand what is queued to the worker."""
+    try:
+        waiting = campaigns.resume_campaign(campaign_id, actor_id=current_user.id, now=utcnow())
+    except InvalidInput as exc:
+        flash(str(exc), "error")
+    else:
+        flash(f"Campaign resumed: sending {waiting} invitations in the background.", "success")
+    return redirect(url_for("staff.campaigns.show", campaign_id=campaign_id))

@@ -170,12 +170,16 @@ class SendSummary:
     failed: int = 0
     suppressed: int = 0
     deferred: int = 0
+    failed_in_a_row: int = 0
+    last_failure: str = ""
+    paused_reason: str = ""
 
     def line(self, campaign_id: int) -> str:
         deferred = f", {self.deferred} deferred to retry" if self.deferred else ""
+        paused = f"; paused: {self.paused_reason}" if self.paused_reason else ""
         return (
             f"campaign {campaign_id}: {self.sent} sent, {self.failed} failed, "
-            f"{self.suppressed} skipped as suppressed{deferred}"
+            f"{self.suppressed} skipped as suppressed{deferred}{paused}"
         )
 
 
@@ -204,20 +208,97 @@ def send_campaign(
     campaign.status = CampaignStatus.SENDING
     db.session.commit()
     summary = SendSummary()
-    with emails.connect() as connection:
-        while batch := _claim_batch(campaign_id, clock()):
-            try:
-                for invitation in batch:
-                    _send_one(connection, invitation, campaign, summary, clock)
-                    if progress:
-                        progress(1)
-            except BaseException:
-                _release_unsent([invitation.id for invitation in batch])
-                raise
-    if count_queued(campaign_id) == 0:
+    limit = current_app.config["SEND_MAX_CONSECUTIVE_FAILURES"]
+    try:
+        with emails.connect() as connection:
+            while not _is_paused(campaign_id) and (batch := _claim_batch(campaign_id, clock())):
+                try:
+                    for invitation in batch:
+                        _send_one(connection, invitation, campaign, summary, clock)
+                        if progress:
+                            progress(1)
+                        if summary.failed_in_a_row >= limit:
+                            raise _StopSending(_too_many_failures(summary))
+                except BaseException:
+                    _release_unsent([invitation.id for invitation in batch])
+                    raise
+    except smtplib.SMTPAuthenticationError as exc:
+        reason = (
+            f"The mail server refused Winback's login ({exc.smtp_code} {_text(exc.smtp_error)}). "
+            "Check MAIL_USERNAME and MAIL_PASSWORD, then resume."
+        )
+        pause_campaign(campaign_id, reason=reason, actor_id=None, now=clock())
+        summary.paused_reason = reason
+        return summary
+    except _StopSending as stop:
+        pause_campaign(campaign_id, reason=str(stop), actor_id=None, now=clock())
+        summary.paused_reason = str(stop)
+        return summary
+    if count_queued(campaign_id) == 0 and not _is_paused(campaign_id):
         campaign.status = CampaignStatus.SENT
         db.session.commit()
     return summary
+
+
+def _too_many_failures(summary: SendSummary) -> str:
+    return (
+        f"{summary.failed_in_a_row} invitations in a row were refused; the last reply was "
+        f"\u201c{summary.last_failure}\u201d. Check the mail server, then resume."
+    )
+
+
+class _StopSending(Exception):
+    """Too many failures in a row: the campaign pauses itself with this reason."""
+
+
+def _is_paused(campaign_id: int) -> bool:
+    status = db.session.scalar(sa.select(Campaign.status).where(Campaign.id == campaign_id))
+    db.session.commit()  # end the read: on SQLite no snapshot or lock is held between batches
+    return status == CampaignStatus.PAUSED
+
+
+def pause_campaign(campaign_id: int, *, reason: str, actor_id: int | None, now: datetime) -> Campaign:
+    """Stop a campaign's sending: a sender checks before each batch and stops there."""
+    campaign = get_campaign(campaign_id)
+    campaign.status = CampaignStatus.PAUSED
+    campaign.pause_reason = reason[:500]
+    campaign.paused_at = now
+    audit.record("campaign.pause", "campaign", campaign_id, actor_id=actor_id, now=now, detail=reason)
+    db.session.commit()
+    log.warning("campaign %s paused: %s", campaign_id, reason)
+    return campaign
+
+
+def resume_campaign(campaign_id: int, *, actor_id: int | None, now: datetime, enqueue: bool = True) -> int:
+    """Allow a paused campaign to send again and, unless told not to, hand what is still queued
+    to a background worker. Returns how many invitations wait."""
+    campaign = get_campaign(campaign_id)
+    if campaign.status != CampaignStatus.PAUSED:
+        raise InvalidInput(f"campaign {campaign_id} is not paused")
+    waiting = count_queued(campaign_id)
+    campaign.status = CampaignStatus.SENDING if waiting else CampaignStatus.SENT
+    campaign.pause_reason = ""
+    campaign.paused_at = None
+    audit.record("campaign.resume", "campaign", campaign_id, actor_id=actor_id, now=now)
+    db.session.commit()
+    if waiting and enqueue:
+        current_app.extensions["celery"].send_task(SEND_CAMPAIGN, args=[campaign_id])
+    return waiting
+
+
+def requeue_expired_claims(*, now: datetime) -> int:
+    """Give back to the queue every invitation whose sender's claim ran out (a worker died, or
+    a temporary refusal waited out its lease). Safe to run at any time, from cron too."""
+    result = db.session.execute(
+        sa.update(Invitation.__table__)
+        .where(
+            Invitation.__table__.c.status == InvitationStatus.SENDING.value,
+            Invitation.__table__.c.lease_expires_at < now,
+        )
+        .values(status=InvitationStatus.QUEUED.value, lease_expires_at=None)
+    )
+    db.session.commit()
+    return result.rowcount
 
 
 def _claim_batch(campaign_id: int, now: datetime) -> list[Invitation]:
@@ -300,6 +381,7 @@ def _send_one(connection, invitation: Invitation, campaign: Campaign, summary: S
     invitation.lease_expires_at = None
     db.session.commit()
     summary.sent += 1
+    summary.failed_in_a_row = 0
 
 
 def _text(reply: bytes | str) -> str:
@@ -322,6 +404,8 @@ def _fail(
         )
     db.session.commit()
     summary.failed += 1
+    summary.failed_in_a_row += 1
+    summary.last_failure = f"{code} {text}"[:200]
 
 
 def _retry_later(

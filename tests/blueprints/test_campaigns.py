@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import time
 
+import pytest
 import sqlalchemy as sa
 
+from app.exceptions import InvalidInput
 from app.extensions import db
-from app.models import Invitation, InvitationStatus, utcnow
+from app.models import CampaignStatus, Invitation, InvitationStatus, StaffRole, utcnow
 from app.services import campaigns
-from tests.conftest import csrf_token, log_in
+from tests.conftest import csrf_token, log_in, make_staff
 from tests.factories import make_customer
 
 
@@ -54,3 +56,48 @@ def test_sending_a_campaign_with_nothing_queued_says_so(staff_client, app):
         follow_redirects=True,
     )
     assert "has no invitations waiting to be sent" in reply.get_data(as_text=True)
+
+
+def test_staff_pause_a_sending_campaign_and_resume_it(staff_client, app):
+    make_customer("ada@example.com")
+    campaign_id = campaigns.create_campaign(name="Pausable", lapsed_days=180, now=utcnow())[0].id
+    with app.app_context():
+        campaign = campaigns.get_campaign(campaign_id)
+        campaign.status = CampaignStatus.SENDING
+        db.session.commit()
+    page = staff_client.get(f"/staff/campaigns/{campaign_id}")
+    assert (
+        staff_client.post(
+            f"/staff/campaigns/{campaign_id}/pause", data={"csrf_token": csrf_token(page.data)}
+        ).status_code
+        == 302
+    )
+
+    page = staff_client.get(f"/staff/campaigns/{campaign_id}")
+    body = page.get_data(as_text=True)
+    assert "Paused" in body
+    assert "Paused by admin@example.com." in body
+    assert ">Resume</button>" in body
+    with pytest.raises(InvalidInput):
+        campaigns.send_campaign(campaign_id)
+
+    reply = staff_client.post(
+        f"/staff/campaigns/{campaign_id}/resume",
+        data={"csrf_token": csrf_token(page.data)},
+        follow_redirects=True,
+    )
+    assert "Campaign resumed: sending 1 invitations in the background." in reply.get_data(as_text=True)
+    db.session.rollback()
+    assert campaigns.get_campaign(campaign_id).status == CampaignStatus.SENDING
+
+
+def test_viewers_cannot_pause_or_resume(client, app):
+    make_staff("viewer@example.com", StaffRole.VIEWER)
+    log_in(client, "viewer@example.com")
+    campaign_id = campaigns.create_campaign(name="Locked", lapsed_days=180, now=utcnow())[0].id
+    page = client.get(f"/staff/campaigns/{campaign_id}")
+    for action in ("pause", "resume"):
+        reply = client.post(
+            f"/staff/campaigns/{campaign_id}/{action}", data={"csrf_token": csrf_token(page.data)}
+        )
+        assert reply.status_code == 403

@@ -222,3 +222,86 @@ def test_a_refused_sender_address_stops_the_run_and_suppresses_no_customer(app, 
     assert "5.1.8" in rows["ada@example.com"].last_smtp_reply
     assert not suppressions.is_suppressed("ada@example.com")
     assert not suppressions.is_suppressed("grace@example.com")
+
+
+def test_too_many_refusals_in_a_row_pause_the_campaign_with_the_reason(app, smtp):
+    app.config["SEND_MAX_CONSECUTIVE_FAILURES"] = 2
+    smtp.refuse.append(("@example.com", "550 5.7.1 Relaying denied"))
+    for number in range(4):
+        make_customer(f"c{number}@example.com")
+    campaign, _ = campaigns.create_campaign(name="Refused", lapsed_days=180, now=utcnow())
+
+    summary = campaigns.send_campaign(campaign.id)
+
+    assert summary.failed == 2
+    assert "2 invitations in a row were refused" in summary.paused_reason
+    assert "550 5.7.1 Relaying denied" in summary.paused_reason
+    paused = campaigns.get_campaign(campaign.id)
+    db.session.refresh(paused)
+    assert paused.status == CampaignStatus.PAUSED
+    assert campaigns.count_queued(campaign.id) == 2
+    with pytest.raises(InvalidInput, match="is paused"):
+        campaigns.send_campaign(campaign.id)
+
+
+def test_a_refused_login_pauses_the_campaign_and_sends_nothing(app, smtp):
+    from aiosmtpd.controller import Controller
+    from aiosmtpd.smtp import AuthResult
+
+    from tests.conftest import free_port
+
+    port = free_port()
+    strict = Controller(
+        smtp,
+        hostname="127.0.0.1",
+        port=port,
+        auth_require_tls=False,
+        authenticator=lambda *args: AuthResult(success=False, handled=False),
+    )
+    strict.start()
+    try:
+        mail = app.extensions["mail"]
+        mail.port, mail.username, mail.password = port, "shop", "wrong password"
+        make_customer("ada@example.com")
+        campaign, _ = campaigns.create_campaign(name="Login", lapsed_days=180, now=utcnow())
+
+        summary = campaigns.send_campaign(campaign.id)
+    finally:
+        strict.stop()
+
+    assert summary.sent == 0
+    assert "refused Winback's login (535" in summary.paused_reason
+    assert smtp.messages == []
+    db.session.rollback()
+    assert campaigns.get_campaign(campaign.id).status == CampaignStatus.PAUSED
+    assert campaigns.count_queued(campaign.id) == 1
+
+
+def test_resuming_lets_the_campaign_send_again(app, smtp):
+    make_customer("ada@example.com")
+    campaign, _ = campaigns.create_campaign(name="Resume", lapsed_days=180, now=utcnow())
+    campaigns.pause_campaign(campaign.id, reason="Paused by staff.", actor_id=None, now=utcnow())
+    with pytest.raises(InvalidInput, match="is paused"):
+        campaigns.send_campaign(campaign.id)
+
+    waiting = campaigns.resume_campaign(campaign.id, actor_id=None, now=utcnow(), enqueue=False)
+
+    assert waiting == 1
+    assert campaigns.send_campaign(campaign.id).sent == 1
+    assert len(smtp.messages) == 1
+
+
+def test_tick_requeues_claims_whose_lease_ran_out_and_nothing_else(app, smtp):
+    for number in range(3):
+        make_customer(f"c{number}@example.com")
+    campaign, _ = campaigns.create_campaign(name="Tick", lapsed_days=180, now=utcnow())
+    rows = list(invitations(campaign.id).values())
+    now = utcnow()
+    rows[0].status, rows[0].lease_expires_at = InvitationStatus.SENDING, now - timedelta(seconds=1)
+    rows[1].status, rows[1].lease_expires_at = InvitationStatus.SENDING, now + timedelta(minutes=5)
+    db.session.commit()
+
+    assert campaigns.requeue_expired_claims(now=now) == 1
+
+    statuses = sorted(row.status for row in invitations(campaign.id).values())
+    assert statuses == [InvitationStatus.QUEUED, InvitationStatus.QUEUED, InvitationStatus.SENDING]
