@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from flask import Blueprint, flash, redirect, render_template, url_for
+from flask import Blueprint, flash, redirect, render_template, request, url_for
 from flask_login import current_user
 
 from app.auth.forms import EmptyForm
@@ -54,6 +54,7 @@ def show(campaign_id: int):
         "campaigns/show.html",
         campaign=campaign,
         counts=campaigns.status_counts(campaign_id),
+        failures=campaigns.failed_invitations(campaign_id, after_id=request.args.get("after", type=int)),
         form=EmptyForm(),
     )
 
@@ -92,4 +93,17 @@ def resume(campaign_id: int):
         flash(str(exc), "error")
     else:
         flash(f"Campaign resumed: sending {waiting} invitations in the background.", "success")
+    return redirect(url_for("staff.campaigns.show", campaign_id=campaign_id))
+
+
+@bp.post("/<int:campaign_id>/retry-failed")
+@role_required(StaffRole.ADMIN)
+def retry_failed(campaign_id: int):
+    """Queue the refused invitations again (bounced addresses stay suppressed)."""
+    try:
+        retried = campaigns.retry_failed(campaign_id, actor_id=current_user.id, now=utcnow())
+    except InvalidInput as exc:
+        flash(str(exc), "error")
+    else:
+        flash(f"Retrying {retried} failed invitations in the background.", "success")
     return redirect(url_for("staff.campaigns.show", campaign_id=campaign_id))

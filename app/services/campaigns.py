@@ -286,6 +286,65 @@ def resume_campaign(campaign_id: int, *, actor_id: int | None, now: datetime, en
     return waiting
 
 
+@dataclass
+class FailedInvitation:
+    """One invitation the mail server refused, for the campaign page."""
+
+    id: int
+    email: str
+    status: InvitationStatus
+    attempts: int
+    reply: str
+
+
+def failed_invitations(
+    campaign_id: int, *, after_id: int | None = None, limit: int = 50
+) -> list[FailedInvitation]:
+    """Refused and bounced invitations of a campaign with the server's reply, by id (keyset)."""
+    query = (
+        sa.select(
+            Invitation.id, Customer.email, Invitation.status, Invitation.attempts, Invitation.last_smtp_reply
+        )
+        .join(Customer, Customer.id == Invitation.customer_id)
+        .where(
+            Invitation.campaign_id == campaign_id,
+            Invitation.status.in_([InvitationStatus.FAILED, InvitationStatus.BOUNCED]),
+        )
+        .order_by(Invitation.id)
+        .limit(limit)
+    )
+    if after_id:
+        query = query.where(Invitation.id > after_id)
+    return [FailedInvitation(*row) for row in db.session.execute(query)]
+
+
+def retry_failed(campaign_id: int, *, actor_id: int | None, now: datetime) -> int:
+    """Queue the campaign's failed invitations again (never the bounced: their addresses are
+    suppressed) and hand them to a worker. Returns how many were queued."""
+    campaign = get_campaign(campaign_id)
+    if campaign.status == CampaignStatus.PAUSED:
+        raise InvalidInput(f"campaign {campaign_id} is paused: resume it first")
+    result = db.session.execute(
+        sa.update(Invitation.__table__)
+        .where(
+            Invitation.__table__.c.campaign_id == campaign_id,
+            Invitation.__table__.c.status == InvitationStatus.FAILED.value,
+        )
+        .values(status=InvitationStatus.QUEUED.value, lease_expires_at=None)
+    )
+    retried = result.rowcount
+    if not retried:
+        db.session.rollback()
+        raise InvalidInput(f"campaign {campaign_id} has no failed invitations to retry")
+    campaign.status = CampaignStatus.SENDING
+    audit.record(
+        "campaign.retry_failed", "campaign", campaign_id, actor_id=actor_id, now=now, detail=f"{retried}"
+    )
+    db.session.commit()
+    current_app.extensions["celery"].send_task(SEND_CAMPAIGN, args=[campaign_id])
+    return retried
+
+
 def requeue_expired_claims(*, now: datetime) -> int:
     """Give back to the queue every invitation whose sender's claim ran out (a worker died, or
     a temporary refusal waited out its lease). Safe to run at any time, from cron too."""

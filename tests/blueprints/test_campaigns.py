@@ -101,3 +101,29 @@ def test_viewers_cannot_pause_or_resume(client, app):
             f"/staff/campaigns/{campaign_id}/{action}", data={"csrf_token": csrf_token(page.data)}
         )
         assert reply.status_code == 403
+
+
+def test_the_campaign_page_lists_refusals_and_retries_the_failed_not_the_bounced(staff_client, app, smtp):
+    smtp.refuse.extend(
+        [("policy@", "550 5.7.1 Message refused by policy"), ("gone@", "550 5.1.1 No such user")]
+    )
+    for email in ("policy@example.com", "gone@example.com", "fine@example.com"):
+        make_customer(email)
+    campaign_id = campaigns.create_campaign(name="Refusals", lapsed_days=180, now=utcnow())[0].id
+    campaigns.send_campaign(campaign_id)
+
+    page = staff_client.get(f"/staff/campaigns/{campaign_id}")
+    body = page.get_data(as_text=True)
+    assert "550 5.7.1 Message refused by policy" in body
+    assert "550 5.1.1 No such user" in body
+    assert "Retry 1 failed invitations" in body
+
+    reply = staff_client.post(
+        f"/staff/campaigns/{campaign_id}/retry-failed",
+        data={"csrf_token": csrf_token(page.data)},
+        follow_redirects=True,
+    )
+    assert "Retrying 1 failed invitations in the background." in reply.get_data(as_text=True)
+    assert sorted(statuses(app, campaign_id)) == sorted(
+        [InvitationStatus.QUEUED, InvitationStatus.BOUNCED, InvitationStatus.SENT]
+    )
