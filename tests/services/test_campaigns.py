@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
 import re
 import smtplib
+import time
 from datetime import timedelta
 
 import pytest
@@ -305,3 +307,40 @@ def test_tick_requeues_claims_whose_lease_ran_out_and_nothing_else(app, smtp):
 
     statuses = sorted(row.status for row in invitations(campaign.id).values())
     assert statuses == [InvitationStatus.QUEUED, InvitationStatus.QUEUED, InvitationStatus.SENDING]
+
+
+class _FaultySink:
+    """An SMTP server that stalls, or drops the connection after DATA, instead of answering."""
+
+    def __init__(self, fault: str) -> None:
+        self.fault = fault
+
+    async def handle_DATA(self, server, session, envelope):
+        if self.fault == "stall":
+            await asyncio.sleep(5)
+        else:
+            server.transport.abort()
+        return "250 Message accepted for delivery"
+
+
+@pytest.mark.parametrize("fault", ["stall", "drop-after-data"])
+def test_a_server_that_stalls_or_drops_after_data_stops_the_run_and_loses_nothing(app, fault):
+    from aiosmtpd.controller import Controller
+
+    port = free_port()
+    controller = Controller(_FaultySink(fault), hostname="127.0.0.1", port=port)
+    controller.start()
+    try:
+        app.extensions["mail"].port = port
+        app.config["MAIL_TIMEOUT_SECONDS"] = 1
+        make_customer("ada@example.com")
+        make_customer("grace@example.com")
+        campaign, _ = campaigns.create_campaign(name=fault, lapsed_days=180, now=utcnow())
+        started = time.monotonic()
+        with pytest.raises((smtplib.SMTPException, OSError)):
+            campaigns.send_campaign(campaign.id)
+        assert time.monotonic() - started < 4  # the socket timeout ended the wait
+    finally:
+        controller.stop()
+    # No 250 came back: nothing counts as sent, and everything waits in the queue for a retry.
+    assert {row.status for row in invitations(campaign.id).values()} == {InvitationStatus.QUEUED}
