@@ -16,6 +16,7 @@ from pathlib import Path
 import sqlalchemy as sa
 
 from app.models import Customer
+from app.services.csvfiles import safe_cell
 from app.services.customers import CustomerFilters, stream_customers
 
 COLUMNS = (
@@ -33,8 +34,6 @@ COLUMNS = (
     "priority",
     "status",
 )
-# A spreadsheet treats a cell starting with one of these as a formula (OWASP "CSV injection").
-FORMULA_PREFIXES = ("=", "+", "-", "@", "\t", "\r")
 CHUNK_CHARS = 64 * 1024
 
 _SELECTED = [
@@ -52,11 +51,6 @@ _SELECTED = [
     Customer.win_back_priority,
     Customer.status,
 ]
-
-
-def neutralise(cell: str) -> str:
-    """The cell with a leading apostrophe when a spreadsheet would read it as a formula."""
-    return "'" + cell if cell.startswith(FORMULA_PREFIXES) else cell
 
 
 def _money(minor_units: int | None) -> str:
@@ -103,9 +97,9 @@ class CustomerCsv:
     def __iter__(self) -> Iterator[str]:
         buffer = io.StringIO()
         writer = csv.writer(buffer)
-        writer.writerow([neutralise(column) for column in COLUMNS])
+        writer.writerow([safe_cell(column) for column in COLUMNS])
         for row in stream_customers(self.filters, _SELECTED, now=self.now):
-            writer.writerow([neutralise(cell) for cell in _cells(row, self.now)])
+            writer.writerow([safe_cell(cell) for cell in _cells(row, self.now)])
             self.rows += 1
             if buffer.tell() >= CHUNK_CHARS:
                 yield buffer.getvalue()

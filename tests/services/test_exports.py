@@ -13,6 +13,7 @@ import sqlalchemy as sa
 from app.extensions import db
 from app.models import Customer, Invitation, StaffRole, utcnow
 from app.services import campaigns, exports, scoring
+from app.services.csvfiles import safe_cell
 from app.services.customers import CustomerFilters
 from tests.conftest import log_in, make_staff
 from tests.factories import make_customer
@@ -90,10 +91,10 @@ def test_header_cells_are_neutralised_too(app, monkeypatch):
 
 
 def test_neutralise_leaves_ordinary_text_alone():
-    assert exports.neutralise("Ada") == "Ada"
-    assert exports.neutralise("a=b") == "a=b"
-    assert exports.neutralise("") == ""
-    assert exports.neutralise("-5") == "'-5"
+    assert safe_cell("Ada") == "Ada"
+    assert safe_cell("a=b") == "a=b"
+    assert safe_cell("") == ""
+    assert safe_cell("-5") == "'-5"
 
 
 def test_commas_quotes_and_line_breaks_are_quoted_per_rfc_4180(app):
