@@ -302,7 +302,7 @@ class _Run:
         self.connection = db.session.connection()
         self.postgresql = self.connection.dialect.name == "postgresql"
         self.batch_size = POSTGRESQL_BATCH_SIZE if self.postgresql else BATCH_SIZE
-        self.keys = suppressions._hash_keys()  # the one definition of the suppression hash
+        self.keys = suppressions.hash_keys()
         self.analysed: dict[str, int] = {}  # table -> rows written when last analysed
         self.written = 0  # orders added or changed so far
 
@@ -375,14 +375,14 @@ class _Run:
 
     def hash(self, email: str) -> str:
         """The address's suppression hash under the current key (as suppressions.email_hash)."""
-        return suppressions._digest(self.keys[0], email)
+        return suppressions.keyed_hash(self.keys[0], email)
 
     def suppressed_before(self, emails: list[str]) -> set[str]:
         """Those addresses on the suppression list under a previous SECRET_KEY: their stored
         hash differs from today's, so SQL alone cannot find them."""
         if len(self.keys) == 1 or not emails:
             return set()
-        by_hash = {suppressions._digest(key, email): email for email in emails for key in self.keys[1:]}
+        by_hash = {suppressions.keyed_hash(key, email): email for email in emails for key in self.keys[1:]}
         found = set()
         hashes = list(by_hash)
         for start in range(0, len(hashes), 1000):

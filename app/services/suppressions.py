@@ -53,7 +53,7 @@ SUPPRESSION_FIELDS = ("email", "reason", "note")
 # --- the keyed hash -----------------------------------------------------------------------
 
 
-def _hash_keys() -> list[bytes]:
+def hash_keys() -> list[bytes]:
     """The HMAC keys, current first: derived from SECRET_KEY, then from each fallback key."""
     config = current_app.config
     secrets = [config["SECRET_KEY"], *reversed(config.get("SECRET_KEY_FALLBACKS", []))]
@@ -62,16 +62,18 @@ def _hash_keys() -> list[bytes]:
 
 def email_hash(normalised_email: str) -> str:
     """The keyed hash of a normalised address under the current key."""
-    return _digest(_hash_keys()[0], normalised_email)
+    return keyed_hash(hash_keys()[0], normalised_email)
 
 
-def _digest(key: bytes, normalised_email: str) -> str:
+def keyed_hash(key: bytes, normalised_email: str) -> str:
+    """The address hashed under one key from hash_keys(): for hashing many addresses at once
+    without deriving the keys again for each."""
     return hmac.new(key, normalised_email.encode(), hashlib.sha256).hexdigest()
 
 
 def _all_hashes(normalised_email: str) -> list[str]:
     """The address hashed under every accepted key, so rotation never lifts a suppression."""
-    return [_digest(key, normalised_email) for key in _hash_keys()]
+    return [keyed_hash(key, normalised_email) for key in hash_keys()]
 
 
 def _without_address(text: str, normalised_email: str) -> str:
@@ -449,8 +451,8 @@ def _parse_row(
 def _write_batch(batch: dict[str, dict], summary: ImportSummary, now: datetime) -> None:
     """Add the addresses not yet suppressed and suppress their customers: one SELECT, one
     INSERT and one UPDATE per batch."""
-    keys = _hash_keys()
-    hashes = {email: [_digest(key, email) for key in keys] for email in batch}
+    keys = hash_keys()
+    hashes = {email: [keyed_hash(key, email) for key in keys] for email in batch}
     known = set(
         db.session.scalars(
             sa.select(Suppression.email_hash).where(
