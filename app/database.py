@@ -57,8 +57,3 @@ def set_write_intent(may_write: bool) -> None:
     """Say whether this thread's next SQLite transactions take the write lock when they begin
     (the default). Tests that read between requests turn it off so they never block the app."""
     _may_write.set(may_write)
-
-
-def is_postgresql() -> bool:
-    """True when the bound database is PostgreSQL."""
-    return db.engine.dialect.name == "postgresql"

@@ -21,6 +21,7 @@ from app.extensions import db
 from app.models import ImportJob, ImportKind, ImportStatus, utcnow
 from app.services import audit, imports, suppressions
 from app.services.imports import ImportSummary
+from app.services.sql import dialect_name
 from app.tasks import RUN_IMPORT
 
 log = logging.getLogger("winback.imports")
@@ -87,7 +88,7 @@ class _Progress:
         self.job_id = job.id
         self.stream = stream
         self.last = 0.0
-        self.on_postgresql = db.engine.dialect.name == "postgresql"
+        self.on_postgresql = dialect_name() == "postgresql"
         self.file = progress_file(job)
 
     def __call__(self, _rows: int) -> None:

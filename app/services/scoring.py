@@ -16,7 +16,7 @@ import sqlalchemy as sa
 from app.extensions import db
 from app.models import Customer, CustomerStatus
 from app.models.base import UTCDateTime
-from app.services.sql import dialect_name
+from app.services.sql import days_between, dialect_name, greatest
 
 SECONDS_PER_DAY = 86_400
 DAYS_PER_YEAR = 365
@@ -235,28 +235,14 @@ def _quintile(column: sa.ColumnElement, eligible: sa.ColumnElement[bool], count:
     )
 
 
-def _days_between(start: sa.ColumnElement, end: sa.ColumnElement) -> sa.ColumnElement[float]:
-    """Fractional days from start to end, computed by the database."""
-    if dialect_name() == "postgresql":
-        return sa.extract("epoch", end - start) / float(SECONDS_PER_DAY)
-    return sa.func.julianday(end) - sa.func.julianday(start)
-
-
-def _at_least(value: sa.ColumnElement, floor: float) -> sa.ColumnElement:
-    """The larger of value and floor; value is written (and computed) once per row."""
-    if dialect_name() == "postgresql":
-        return sa.func.greatest(value, floor)
-    return sa.func.max(value, floor)  # SQLite's max() with two arguments is a scalar function
-
-
 def _expected_return_sql(now: datetime) -> sa.ColumnElement[int]:
     """The expected return, in minor units, as SQL: the same formula as `expected_return`."""
     at = sa.literal(now, UTCDateTime())
     orders = sa.case((Customer.orders_count > 1, Customer.orders_count), else_=1)
-    spent = _at_least(Customer.total_spent, 0)
-    away = _at_least(_days_between(Customer.last_purchase_at, at), 0.0)
+    spent = greatest(Customer.total_spent, 0)
+    away = greatest(days_between(Customer.last_purchase_at, at), 0.0)
     first = sa.func.coalesce(Customer.first_purchase_at, Customer.last_purchase_at)
-    active = _at_least(_days_between(first, Customer.last_purchase_at), float(MIN_ACTIVE_DAYS))
+    active = greatest(days_between(first, Customer.last_purchase_at), float(MIN_ACTIVE_DAYS))
     yearly = spent * float(DAYS_PER_YEAR) / active
     chance = orders * 1.0 / (orders + 1.0) * float(AWAY_DAYS_HALVING) / (away + float(AWAY_DAYS_HALVING))
     return sa.cast(sa.func.round(yearly * chance), sa.BigInteger)

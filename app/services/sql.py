@@ -23,3 +23,17 @@ def random_hex_32() -> sa.ColumnElement[str]:
     if dialect_name() == "postgresql":
         return sa.func.replace(sa.cast(sa.func.gen_random_uuid(), sa.Text), "-", "")
     return sa.func.lower(sa.func.hex(sa.func.randomblob(16)))
+
+
+def days_between(start: sa.ColumnElement, end: sa.ColumnElement) -> sa.ColumnElement[float]:
+    """Fractional days from start to end, computed by the database."""
+    if dialect_name() == "postgresql":
+        return sa.extract("epoch", end - start) / 86400.0
+    return sa.func.julianday(end) - sa.func.julianday(start)
+
+
+def greatest(value: sa.ColumnElement, floor: float) -> sa.ColumnElement:
+    """The larger of value and floor, per row."""
+    if dialect_name() == "postgresql":
+        return sa.func.greatest(value, floor)
+    return sa.func.max(value, floor)  # SQLite's max() with two arguments is a scalar function
