@@ -10,7 +10,7 @@ from flask_login import current_user
 from app.auth.session import role_required
 from app.exceptions import InvalidInput
 from app.imports.forms import KIND_LABELS, UploadForm
-from app.models import ImportKind, ImportStatus, StaffRole, utcnow
+from app.models import ImportKind, StaffRole, utcnow
 from app.services import import_jobs
 
 bp = Blueprint("imports", __name__, url_prefix="/imports")
@@ -48,14 +48,7 @@ def index():
 def show(job_id: int):
     """One import: progress while it runs (the page refreshes itself), then what it did."""
     job = import_jobs.get_job(job_id)
-    done = import_jobs.bytes_done(job)
-    percent = (
-        100
-        if job.status == ImportStatus.DONE
-        else round(100 * done / job.bytes_total)
-        if job.bytes_total
-        else 0
-    )
+    percent = import_jobs.percent_done(job)
     return render_template("imports/show.html", job=job, percent=percent, kinds=KIND_LABELS)
 
 

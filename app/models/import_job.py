@@ -35,10 +35,3 @@ class ImportJob(Base):
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, index=True)
     started_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
-
-    @property
-    def percent(self) -> int:
-        """How far along, by bytes read."""
-        if not self.bytes_total:
-            return 100 if self.status == ImportStatus.DONE else 0
-        return min(100, round(100 * self.bytes_done / self.bytes_total))

@@ -185,14 +185,17 @@ def get_job(job_id: int) -> ImportJob:
     return job
 
 
-def bytes_done(job: ImportJob) -> int:
-    """How far a running job has read, wherever its progress is kept."""
-    if job.status == ImportStatus.RUNNING and job.bytes_done == 0:
+def percent_done(job: ImportJob) -> int:
+    """How far a job has read its file, in percent, wherever its progress is kept."""
+    if job.status == ImportStatus.DONE:
+        return 100
+    done = job.bytes_done
+    if job.status == ImportStatus.RUNNING and done == 0:
         try:
-            return int(progress_file(job).read_text() or 0)
+            done = int(progress_file(job).read_text() or 0)
         except (FileNotFoundError, ValueError):
-            return 0
-    return job.bytes_done
+            done = 0
+    return min(100, round(100 * done / job.bytes_total)) if job.bytes_total else 0
 
 
 def list_jobs(limit: int = 20) -> list[ImportJob]:
