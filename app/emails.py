@@ -70,12 +70,6 @@ def connect() -> TimeoutConnection | OutboxConnection:
     return TimeoutConnection(current_app.extensions["mail"])
 
 
-def send(message: Message) -> None:
-    """Send a single message on its own connection."""
-    with connect() as connection:
-        connection.send(message)
-
-
 def _sender_domain() -> str:
     address = parseaddr(current_app.config["MAIL_DEFAULT_SENDER"])[1]
     return address.rpartition("@")[2] or "localhost"

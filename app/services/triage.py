@@ -45,10 +45,6 @@ def inbox(*, show: str = UNTRIAGED, before_id: int | None = None, limit: int = 5
     return InboxPage(rows[:limit], next_before)
 
 
-def count_untriaged() -> int:
-    return db.session.scalar(sa.select(sa.func.count()).where(Response.outcome.is_(None)))
-
-
 def get_response(response_id: int) -> Response:
     """One response with its invitation and customer, or NotFound."""
     response = db.session.get(
