@@ -184,7 +184,12 @@ def campaigns_list() -> None:
 @campaigns_cli.command("create")
 @click.option("--name", required=True, help="A name staff will recognise.")
 @click.option("--lapsed-days", type=click.IntRange(min=1), default=None, help="Default: LAPSE_AFTER_DAYS.")
-@click.option("--limit", type=click.IntRange(min=1), default=None, help="At most this many customers.")
+@click.option(
+    "--limit",
+    type=click.IntRange(min=1),
+    default=None,
+    help="At most this many customers, best win-back priority first.",
+)
 @click.option("--subject", default=None, help="The email subject.")
 def campaigns_create(name: str, lapsed_days: int | None, limit: int | None, subject: str | None) -> None:
     """Create a campaign for lapsed customers; prints its id first."""

@@ -13,7 +13,11 @@ class CampaignForm(FlaskForm):
     lapsed_days = IntegerField(
         "Lapsed for at least (days)", validators=[DataRequired(), NumberRange(min=1, max=36500)]
     )
-    limit = IntegerField("At most this many customers", validators=[Optional(), NumberRange(min=1)])
+    limit = IntegerField(
+        "At most this many customers",
+        validators=[Optional(), NumberRange(min=1)],
+        description="The customers most worth winning back (highest win-back priority) come first.",
+    )
     subject = StringField(
         "Subject",
         validators=[Optional(), Length(max=200), Regexp(r"^[^\r\n]*$", message="One line only.")],
