@@ -2,7 +2,7 @@
 
 from app.models.audit import AuditEvent
 from app.models.base import Base, utcnow
-from app.models.campaign import Campaign, Invitation
+from app.models.campaign import Campaign, Invitation, OfferCode, SendSlot
 from app.models.customer import Customer, Order
 from app.models.enums import (
     CampaignStatus,
@@ -12,6 +12,7 @@ from app.models.enums import (
     ImportStatus,
     ImprovementStatus,
     InvitationStatus,
+    OfferKind,
     Outcome,
     StaffRole,
     StopReason,
@@ -21,6 +22,7 @@ from app.models.enums import (
 from app.models.import_job import ImportJob
 from app.models.improvement import Improvement, improvement_responses
 from app.models.response import Response
+from app.models.setting import Setting
 from app.models.staff import StaffUser
 from app.models.suppression import Suppression
 
@@ -39,9 +41,13 @@ __all__ = [
     "ImprovementStatus",
     "Invitation",
     "InvitationStatus",
+    "OfferCode",
+    "OfferKind",
     "Order",
     "Outcome",
     "Response",
+    "SendSlot",
+    "Setting",
     "StaffRole",
     "StaffUser",
     "StopReason",

@@ -33,6 +33,12 @@ class CampaignStatus(enum.StrEnum):
     PAUSED = "paused"
 
 
+class OfferKind(enum.StrEnum):
+    NONE = "none"
+    SHARED = "shared"  # one code for everyone
+    UNIQUE = "unique"  # one code per recipient, from an uploaded list
+
+
 class InvitationStatus(enum.StrEnum):
     QUEUED = "queued"
     SENDING = "sending"
