@@ -185,27 +185,51 @@ def campaigns_list() -> None:
 @click.option("--name", required=True, help="A name staff will recognise.")
 @click.option("--lapsed-days", type=click.IntRange(min=1), default=None, help="Default: LAPSE_AFTER_DAYS.")
 @click.option(
+    "--segment",
+    "segments",
+    multiple=True,
+    metavar="NAME",
+    help='Only customers in this RFM segment (repeatable), e.g. "At risk". Default: every segment.',
+)
+@click.option("--min-spent", default=None, metavar="AMOUNT", help="Only customers who spent at least this.")
+@click.option(
+    "--cooldown-days",
+    type=click.IntRange(min=0),
+    default=None,
+    help="Leave out anyone emailed in this many days. Default: CONTACT_COOLDOWN_DAYS; 0: no cooldown.",
+)
+@click.option(
     "--limit",
     type=click.IntRange(min=1),
     default=None,
     help="At most this many customers, best win-back priority first.",
 )
 @click.option("--subject", default=None, help="The email subject.")
-def campaigns_create(name: str, lapsed_days: int | None, limit: int | None, subject: str | None) -> None:
+def campaigns_create(
+    name: str,
+    lapsed_days: int | None,
+    segments: tuple[str, ...],
+    min_spent: str | None,
+    cooldown_days: int | None,
+    limit: int | None,
+    subject: str | None,
+) -> None:
     """Create a campaign for lapsed customers; prints its id first."""
-    from flask import current_app
-
     try:
         campaign, queued = campaigns.create_campaign(
             name=name,
-            lapsed_days=lapsed_days or current_app.config["LAPSE_AFTER_DAYS"],
-            subject=subject,
+            lapsed_days=lapsed_days,
+            segments=segments,
+            min_spent=min_spent,
+            cooldown_days=cooldown_days,
             limit=limit,
+            subject=subject,
             now=utcnow(),
         )
     except InvalidInput as exc:
         _fail(str(exc), 1)
     click.echo(f"{campaign.id} created: {campaign.name!r}, {queued} invitations queued")
+    click.echo(f"audience: {campaigns.audience_rule(campaign).describe()}")
 
 
 @campaigns_cli.command("send")

@@ -80,6 +80,32 @@ def test_campaigns_create_prints_the_id_first_and_list_shows_it(runner):
     assert f"{first_number}\tdraft\tAutumn\t1 queued" in listing.output
 
 
+def test_campaigns_create_takes_the_audience_options(runner):
+    for email, segment, spent in [
+        ("risk-big@example.com", "At risk", 90_000),
+        ("risk-small@example.com", "At risk", 1_000),
+        ("lost-big@example.com", "Lost", 90_000),
+        ("champion@example.com", "Champions", 90_000),
+    ]:
+        make_customer(email, total_spent=spent).segment = segment
+    db.session.commit()
+    result = runner.invoke(
+        args=[
+            "campaigns", "create", "--name", "Big lapsed", "--segment", "at risk", "--segment", "Lost",
+            "--min-spent", "£500", "--cooldown-days", "0", "--limit", "10",
+        ]
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    assert "2 invitations queued" in result.output.splitlines()[0]
+    assert result.output.splitlines()[1] == (
+        "audience: not bought for 180 days; in At risk, Lost; spent at least 500.00; "
+        "at most 10, best win-back priority first"
+    )
+    unknown = runner.invoke(args=["campaigns", "create", "--name", "X", "--segment", "Sleepy"])
+    assert unknown.exit_code == 1
+    assert "segment: no segment called 'Sleepy'" in unknown.output
+
+
 def test_campaigns_create_refuses_bad_input(runner):
     result = runner.invoke(args=["campaigns", "create", "--name", "X", "--subject", "a\nb"])
     assert result.exit_code == 1

@@ -22,11 +22,10 @@ from app.models import (
     CustomerStatus,
     Invitation,
     InvitationStatus,
-    Suppression,
     SuppressionReason,
     utcnow,
 )
-from app.services import audit, customers, suppressions
+from app.services import audiences, audit, suppressions
 from app.services.sql import random_hex_32
 from app.tasks import SEND_CAMPAIGN
 
@@ -39,13 +38,17 @@ CLAIM_BATCH = 50
 def create_campaign(
     *,
     name: str,
-    lapsed_days: int,
     now: datetime,
-    subject: str | None = None,
+    lapsed_days: int | None = None,
+    segments: list[str] | tuple[str, ...] | None = None,
+    min_spent: int | str | None = None,
+    cooldown_days: int | None = None,
     limit: int | None = None,
+    subject: str | None = None,
     actor_id: int | None = None,
 ) -> tuple[Campaign, int]:
-    """Create a campaign and queue one invitation per lapsed, unsuppressed customer, set-based.
+    """Create a campaign and queue one invitation per customer of its audience, set-based
+    (see audiences.make_rule for the rule and its defaults).
 
     Returns the campaign and the number of invitations queued."""
     name = (name or "").strip()
@@ -53,10 +56,13 @@ def create_campaign(
         raise InvalidInput("name: a campaign needs a name")
     if len(name) > 200:
         raise InvalidInput("name: at most 200 characters")
-    if lapsed_days < 1:
-        raise InvalidInput("lapsed days: must be at least 1")
-    if limit is not None and limit < 1:
-        raise InvalidInput("limit: must be at least 1")
+    rule = audiences.make_rule(
+        lapsed_days=lapsed_days,
+        segments=segments,
+        min_spent=min_spent,
+        cooldown_days=cooldown_days,
+        limit=limit,
+    )
     subject = (subject or "").strip() or DEFAULT_SUBJECT.format(business=current_app.config["BUSINESS_NAME"])
     if "\r" in subject or "\n" in subject:
         raise InvalidInput("subject: must be a single line")
@@ -64,31 +70,31 @@ def create_campaign(
         raise InvalidInput("subject: at most 200 characters")
 
     campaign = Campaign(
-        name=name, lapsed_days=lapsed_days, subject=subject, created_at=now, created_by_id=actor_id
+        name=name,
+        lapsed_days=rule.lapsed_days,
+        segments=[segment.value for segment in rule.segments],
+        min_spent=rule.min_spent,
+        cooldown_days=rule.cooldown_days,
+        audience_limit=rule.limit,
+        subject=subject,
+        created_at=now,
+        created_by_id=actor_id,
     )
     db.session.add(campaign)
     db.session.flush()
-    audience = (
-        sa.select(
-            sa.literal(campaign.id),
-            Customer.id,
-            random_hex_32(),
-            random_hex_32(),
-            sa.literal(InvitationStatus.QUEUED.value),
-            sa.literal(0),
-            sa.literal(""),
-            sa.false(),
-            sa.literal(now, Invitation.created_at.type),
-        )
-        .where(
-            customers.lapsed_filter(now, lapsed_days),
-            ~sa.exists().where(Suppression.email_hash == Customer.email_hash),
-        )
-        # Best expected return first, so --limit keeps the customers most worth winning back.
-        .order_by(Customer.win_back_priority.desc().nulls_last(), Customer.total_spent.desc(), Customer.id)
+    audience = audiences.audience_select(
+        rule,
+        now,
+        sa.literal(campaign.id),
+        Customer.id,
+        random_hex_32(),
+        random_hex_32(),
+        sa.literal(InvitationStatus.QUEUED.value),
+        sa.literal(0),
+        sa.literal(""),
+        sa.false(),
+        sa.literal(now, Invitation.created_at.type),
     )
-    if limit:
-        audience = audience.limit(limit)
     db.session.execute(
         sa.insert(Invitation.__table__).from_select(
             [
@@ -113,10 +119,21 @@ def create_campaign(
         campaign.id,
         actor_id=actor_id,
         now=now,
-        detail=f"{queued} invitations",
+        detail=f"{queued} invitations: {rule.describe()}",
     )
     db.session.commit()
     return campaign, queued
+
+
+def audience_rule(campaign: Campaign) -> audiences.AudienceRule:
+    """The rule a campaign's audience was taken by."""
+    return audiences.AudienceRule(
+        lapsed_days=campaign.lapsed_days,
+        segments=audiences.parse_segments(campaign.segments),
+        min_spent=campaign.min_spent,
+        cooldown_days=campaign.cooldown_days or 0,
+        limit=campaign.audience_limit,
+    )
 
 
 def get_campaign(campaign_id: int) -> Campaign:
