@@ -10,7 +10,7 @@ from app.auth.session import role_required
 from app.campaigns.forms import CampaignForm
 from app.exceptions import InvalidInput
 from app.models import StaffRole, utcnow
-from app.services import campaigns, customers
+from app.services import audiences, campaigns
 
 bp = Blueprint("campaigns", __name__, url_prefix="/campaigns")
 
@@ -24,16 +24,24 @@ def index():
 @bp.route("/new", methods=["GET", "POST"])
 @role_required(StaffRole.ADMIN)
 def new():
-    """The campaign form, with how many customers the default rule reaches."""
-    form = CampaignForm()
+    """The campaign form with a live count and sample of the audience its rule reaches.
+    A GET with the form's fields in the query string previews that rule; a POST creates."""
+    now = utcnow()
+    if request.method == "POST":
+        form = CampaignForm()
+    else:  # the preview: the fields from the query string, nothing changes, no CSRF needed
+        form = CampaignForm(formdata=request.args or None, meta={"csrf": False})
     if form.validate_on_submit():
         try:
             campaign, queued = campaigns.create_campaign(
                 name=form.name.data,
                 lapsed_days=form.lapsed_days.data,
-                subject=form.subject.data,
+                segments=form.segments.data,
+                min_spent=form.min_spent.data,
+                cooldown_days=form.cooldown_days.data,
                 limit=form.limit.data,
-                now=utcnow(),
+                subject=form.subject.data,
+                now=now,
                 actor_id=current_user.id,
             )
         except InvalidInput as exc:
@@ -41,9 +49,27 @@ def new():
         else:
             flash(f"Campaign created with {queued} invitations queued.", "success")
             return redirect(url_for("staff.campaigns.show", campaign_id=campaign.id))
-    audience = customers.count_lapsed(utcnow(), form.lapsed_days.data or None)
+    preview, problem = _audience_preview(form, now)
     status = 400 if form.is_submitted() else 200
-    return render_template("campaigns/new.html", form=form, audience=audience), status
+    return render_template("campaigns/new.html", form=form, preview=preview, problem=problem), status
+
+
+def _audience_preview(form: CampaignForm, now) -> tuple[audiences.AudiencePreview | None, str]:
+    """The audience of the rule as the form stands, or why it cannot be counted yet."""
+    rule_fields = (form.lapsed_days, form.cooldown_days, form.limit, form.min_spent)
+    if any(field.process_errors or field.errors for field in rule_fields):
+        return None, "Correct the audience fields to see who it reaches."
+    try:
+        rule = audiences.make_rule(
+            lapsed_days=form.lapsed_days.data,
+            segments=form.segments.data,
+            min_spent=form.min_spent.data,
+            cooldown_days=form.cooldown_days.data,
+            limit=form.limit.data,
+        )
+    except InvalidInput as exc:
+        return None, str(exc)
+    return audiences.preview(rule, now), ""
 
 
 @bp.get("/<int:campaign_id>")
@@ -53,6 +79,7 @@ def show(campaign_id: int):
     return render_template(
         "campaigns/show.html",
         campaign=campaign,
+        audience_rule=campaigns.audience_rule(campaign),
         counts=campaigns.status_counts(campaign_id),
         failures=campaigns.failed_invitations(campaign_id, after_id=request.args.get("after", type=int)),
         form=EmptyForm(),

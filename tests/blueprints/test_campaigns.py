@@ -127,3 +127,71 @@ def test_the_campaign_page_lists_refusals_and_retries_the_failed_not_the_bounced
     assert sorted(statuses(app, campaign_id)) == sorted(
         [InvitationStatus.QUEUED, InvitationStatus.BOUNCED, InvitationStatus.SENT]
     )
+
+
+def test_the_new_campaign_page_counts_and_samples_the_audience_as_the_rule_changes(staff_client, app):
+    for email, segment, spent in [
+        ("risk@example.com", "At risk", 80_000),
+        ("lost@example.com", "Lost", 5_000),
+        ("lost-big@example.com", "Lost", 70_000),
+    ]:
+        make_customer(email, total_spent=spent).segment = segment
+    db.session.commit()
+
+    page = staff_client.get("/staff/campaigns/new").get_data(as_text=True)
+    assert "<strong>3</strong> customers: not bought for 180 days; not contacted in the last 90 days." in page
+    assert 'value="90"' in page  # the cooldown field starts at CONTACT_COOLDOWN_DAYS
+
+    narrowed = staff_client.get(
+        "/staff/campaigns/new", query_string={"lapsed_days": "180", "segments": "Lost", "min_spent": "£100"}
+    ).get_data(as_text=True)
+    assert "<strong>1</strong> customer: not bought for 180 days; in Lost; spent at least 100.00" in narrowed
+    assert "lost-big@example.com" in narrowed
+    assert "risk@example.com" not in narrowed
+
+    wrong = staff_client.get("/staff/campaigns/new", query_string={"min_spent": "lots"})
+    assert wrong.status_code == 200
+    assert "minimum spent: &#39;lots&#39; is not an amount" in wrong.get_data(as_text=True)
+    assert campaigns.list_campaigns() == []  # a preview creates nothing
+
+
+def test_creating_a_campaign_from_the_page_queues_its_audience(staff_client, app):
+    for email, segment in [("risk@example.com", "At risk"), ("lost@example.com", "Lost")]:
+        make_customer(email).segment = segment
+    db.session.commit()
+    page = staff_client.get("/staff/campaigns/new")
+    reply = staff_client.post(
+        "/staff/campaigns/new",
+        data={
+            "csrf_token": csrf_token(page.data),
+            "name": "At risk only",
+            "lapsed_days": "180",
+            "segments": ["At risk"],
+            "min_spent": "",
+            "cooldown_days": "30",
+            "limit": "",
+            "subject": "",
+        },
+    )
+    assert reply.status_code == 302
+    campaign = campaigns.list_campaigns()[0]
+    assert (campaign.segments, campaign.cooldown_days) == (["At risk"], 30)
+    shown = staff_client.get(reply.headers["Location"]).get_data(as_text=True)
+    assert "in At risk; not contacted in the last 30 days" in shown
+    assert "<strong>1</strong> queued" in shown
+
+
+def test_a_bad_rule_on_the_page_creates_nothing_and_says_why(staff_client, app):
+    page = staff_client.get("/staff/campaigns/new")
+    reply = staff_client.post(
+        "/staff/campaigns/new",
+        data={
+            "csrf_token": csrf_token(page.data),
+            "name": "Bad",
+            "lapsed_days": "180",
+            "cooldown_days": "-3",
+        },
+    )
+    assert reply.status_code == 400
+    assert "Number must be between 0 and 36500." in reply.get_data(as_text=True)
+    assert campaigns.list_campaigns() == []
