@@ -256,11 +256,20 @@ def campaigns_send(campaign_id: int) -> None:
 
 
 @campaigns_cli.command("tick")
-def campaigns_tick() -> None:
-    """Periodic upkeep, safe to run from cron every few minutes: invitations whose sender's
-    claim ran out go back to the queue."""
-    requeued = campaigns.requeue_expired_claims(now=utcnow())
-    click.echo(f"{requeued} invitations back in the queue")
+@click.option("--background", is_flag=True, help="Hand due reminders and retries to the background workers.")
+def campaigns_tick(background: bool) -> None:
+    """Periodic upkeep, safe to run from cron every few minutes and from several machines:
+    claims whose sender died go back to the queue, due reminders are sent, and invitations
+    whose retry time has come are tried again."""
+    import smtplib
+
+    try:
+        summary = campaigns.tick(enqueue=background)
+    except (smtplib.SMTPException, OSError) as exc:
+        _fail(f"the mail server failed: {exc}. Unsent messages stay due; the next tick tries again.", 1)
+    click.echo(summary.line())
+    if summary.reminders and summary.reminders.paused_reason:
+        sys.exit(1)
 
 
 @suppressions_cli.command("import")

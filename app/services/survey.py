@@ -99,6 +99,7 @@ def submit_response(invitation_id: int, answers: Answers, *, now: datetime) -> R
     )
     db.session.add(response)
     invitation.answered_at = now
+    invitation.next_reminder_at = None  # an answer ends the reminders
     if answers.would_return == WouldReturn.NEVER:
         suppressions.suppress(invitation.customer.email, SuppressionReason.NEVER, now)
     try:
