@@ -217,7 +217,8 @@ def test_two_senders_sharing_a_rate_never_exceed_it(app, timing_sink):
         campaigns.CLAIM_BATCH = original
 
     assert errors == []
-    assert sorted(sent_by) != [0, count] and sum(sent_by) == count  # both senders sent
+    assert min(sent_by) > 0  # both senders sent
+    assert sum(sent_by) == count
     times = sorted(moment for moment, _ in timing_sink.arrived)
     assert len(times) == count
     assert len({address for _, address in timing_sink.arrived}) == count
