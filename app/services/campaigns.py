@@ -508,9 +508,9 @@ def _reminder_allowed() -> sa.ColumnElement[bool]:
         Invitation.status == InvitationStatus.SENT,
         Invitation.revoked.is_(False),
         Invitation.answered_at.is_(None),
-        ~sa.exists().where(Response.invitation_id == Invitation.id),
+        ~sa.exists().where(Response.invitation_id == Invitation.id).correlate_except(Response),
         Customer.status == CustomerStatus.ACTIVE,
-        ~sa.exists().where(Suppression.email_hash == Customer.email_hash),
+        ~sa.exists().where(Suppression.email_hash == Customer.email_hash).correlate_except(Suppression),
         sa.or_(
             Customer.last_purchase_at.is_(None),
             Invitation.sent_at.is_(None),
