@@ -205,6 +205,13 @@ def campaigns_list() -> None:
     help="At most this many customers, best win-back priority first.",
 )
 @click.option("--subject", default=None, help="The email subject.")
+@click.option(
+    "--reminder-days",
+    default=None,
+    metavar="DAYS",
+    help='Remind those who have not answered this many days after the first send, e.g. "4,10"; '
+    '"" for none. Default: REMINDER_DAYS.',
+)
 def campaigns_create(
     name: str,
     lapsed_days: int | None,
@@ -213,6 +220,7 @@ def campaigns_create(
     cooldown_days: int | None,
     limit: int | None,
     subject: str | None,
+    reminder_days: str | None,
 ) -> None:
     """Create a campaign for lapsed customers; prints its id first."""
     try:
@@ -224,6 +232,7 @@ def campaigns_create(
             cooldown_days=cooldown_days,
             limit=limit,
             subject=subject,
+            reminder_days=reminder_days,
             now=utcnow(),
         )
     except InvalidInput as exc:

@@ -311,3 +311,28 @@ def test_two_tickers_send_each_reminder_once(app, smtp, database):
         .group_by(Invitation.reminders_sent)
     ).all()
     assert reminded == [(1, count)]
+
+
+def test_the_command_line_plans_reminders_and_the_tick_sends_them(runner, smtp):
+    make_customer("ada@example.com")
+    created = runner.invoke(args=["campaigns", "create", "--name", "CLI", "--reminder-days", "2"])
+    assert created.exit_code == 0, created.output
+    campaign_id = int(created.output.split()[0])
+    assert runner.invoke(args=["campaigns", "send", str(campaign_id)]).exit_code == 0
+    invitation = row(campaign_id, "ada@example.com")
+    assert invitation.next_reminder_at == invitation.sent_at + timedelta(days=2)
+    invitation.next_reminder_at = utcnow() - timedelta(seconds=1)  # two days went by
+    db.session.commit()
+
+    ticked = runner.invoke(args=["campaigns", "tick"])
+
+    assert ticked.exit_code == 0, ticked.output
+    assert ticked.output == "0 stale claims requeued, 1 reminders sent, 0 retries due (0 sent)\n"
+    assert [message["Subject"].strip().startswith("Reminder: ") for message in smtp.messages] == [False, True]
+    assert row(campaign_id, "ada@example.com").next_reminder_at is None
+
+
+def test_the_command_line_refuses_bad_reminder_days(runner):
+    result = runner.invoke(args=["campaigns", "create", "--name", "CLI", "--reminder-days", "10,4"])
+    assert result.exit_code == 1
+    assert "reminder days: each from 1 to 365 days, increasing" in result.output
