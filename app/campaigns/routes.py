@@ -81,6 +81,7 @@ def show(campaign_id: int):
         campaign=campaign,
         audience_rule=campaigns.audience_rule(campaign),
         counts=campaigns.status_counts(campaign_id),
+        progress=campaigns.send_progress(campaign_id, now=utcnow()),
         failures=campaigns.failed_invitations(campaign_id, after_id=request.args.get("after", type=int)),
         form=EmptyForm(),
     )

@@ -941,6 +941,7 @@ class SendProgress:
     reminders_planned: int
     retries: list[WaitingRetry]
     retries_waiting: int
+    sending_now: int
 
     @property
     def percent(self) -> int:
@@ -967,6 +968,9 @@ def send_progress(campaign_id: int, *, now: datetime, retries_shown: int = 20) -
             sa.func.count().filter(Invitation.next_reminder_at > now),
             sa.func.count().filter(
                 Invitation.status == InvitationStatus.QUEUED, Invitation.next_attempt_at.is_not(None)
+            ),
+            sa.func.count().filter(
+                Invitation.status == InvitationStatus.QUEUED, Invitation.next_attempt_at > now
             ),
         ).where(of_campaign)
     ).one()
@@ -999,4 +1003,6 @@ def send_progress(campaign_id: int, *, now: datetime, retries_shown: int = 20) -
         reminders_planned=row[3],
         retries=retries,
         retries_waiting=row[4],
+        # Being sent, or queued with no wait ahead: what a refreshing page would see move.
+        sending_now=counts[InvitationStatus.SENDING] + counts[InvitationStatus.QUEUED] - row[5],
     )
