@@ -503,18 +503,20 @@ def _claim_batch(campaign_id: int, now: datetime) -> list[_Job]:
 
 def _reminder_allowed() -> sa.ColumnElement[bool]:
     """An invitation may still get reminders: sent and not bounced, not answered, its customer
-    active and not suppressed, and no purchase since the first send. (Needs Customer joined.)"""
+    active and not suppressed, and no purchase since the first send. (Needs customers joined.)"""
+    invitation, customer = Invitation.__table__.c, Customer.__table__.c
+    responses, suppressed = Response.__table__, Suppression.__table__
     return sa.and_(
-        Invitation.status == InvitationStatus.SENT,
-        Invitation.revoked.is_(False),
-        Invitation.answered_at.is_(None),
-        ~sa.exists().where(Response.invitation_id == Invitation.id).correlate_except(Response),
-        Customer.status == CustomerStatus.ACTIVE,
-        ~sa.exists().where(Suppression.email_hash == Customer.email_hash).correlate_except(Suppression),
+        invitation.status == InvitationStatus.SENT,
+        invitation.revoked.is_(False),
+        invitation.answered_at.is_(None),
+        ~sa.exists().where(responses.c.invitation_id == invitation.id).correlate_except(responses),
+        customer.status == CustomerStatus.ACTIVE,
+        ~sa.exists().where(suppressed.c.email_hash == customer.email_hash).correlate_except(suppressed),
         sa.or_(
-            Customer.last_purchase_at.is_(None),
-            Invitation.sent_at.is_(None),
-            Customer.last_purchase_at <= Invitation.sent_at,
+            customer.last_purchase_at.is_(None),
+            invitation.sent_at.is_(None),
+            customer.last_purchase_at <= invitation.sent_at,
         ),
     )
 
@@ -594,6 +596,15 @@ def _copy(instance):
     return mapper.class_(**{column.key: getattr(instance, column.key) for column in mapper.column_attrs})
 
 
+def _compose(job: _Job) -> emails.Prepared:
+    """The message of one job, checked and serialised: a reminder is the same email under a
+    prefixed subject."""
+    message = emails.compose_invitation(job.invitation, job.customer, job.campaign)
+    if job.reminder:
+        message.subject = REMINDER_PREFIX + message.subject
+    return emails.prepare(message)
+
+
 def _send_one(
     connection,
     job: _Job,
@@ -614,12 +625,10 @@ def _send_one(
         _record_stopped(job, summary)
         return
     invitation = job.invitation
-    message = emails.compose_invitation(invitation, job.customer, job.campaign)
-    if job.reminder:
-        message.subject = REMINDER_PREFIX + message.subject
+    prepared = _compose(job)
     tries = invitation.attempts + 1 if not job.reminder or invitation.next_attempt_at else 1
     try:
-        connection.send(message)
+        connection.send_prepared(prepared)
     except smtplib.SMTPRecipientsRefused as exc:
         code, reply = next(iter(exc.recipients.values()))
         if code >= 500:
@@ -650,9 +659,30 @@ def _send_one(
     except (smtplib.SMTPException, OSError) as exc:
         _record_released(job, str(exc), clock())
         raise
-    _record_sent(job, tries, message.msgId, clock())
+    _record_sent(job, tries, prepared.message.msgId, clock())
     summary.sent += 1
     summary.failed_in_a_row = 0
+
+
+def _may_send_query(reminder: bool) -> sa.Select:
+    """The check made right before each message, as plain SQL (it runs once a message)."""
+    invitation, customer = Invitation.__table__, Customer.__table__
+    hashes = sa.bindparam("hashes", expanding=True)
+    query = (
+        sa.select(invitation.c.id)
+        .select_from(invitation.join(customer, customer.c.id == invitation.c.customer_id))
+        .where(
+            invitation.c.id == sa.bindparam("invitation_id"),
+            customer.c.status == CustomerStatus.ACTIVE,
+            ~sa.exists().where(Suppression.__table__.c.email_hash.in_(hashes)),
+        )
+    )
+    if reminder:
+        query = query.where(_reminder_allowed(), invitation.c.next_reminder_at.is_not(None))
+    return query
+
+
+_MAY_SEND = {False: _may_send_query(False), True: _may_send_query(True)}
 
 
 def _may_send(job: _Job, keys: list[bytes]) -> bool:
@@ -660,21 +690,12 @@ def _may_send(job: _Job, keys: list[bytes]) -> bool:
     suppression list (under any key); a reminder's invitation may also still be reminded."""
     email = job.customer.email
     hashes = [suppressions.keyed_hash(key, email) for key in keys]
-    query = (
-        sa.select(Invitation.id)
-        .join(Customer, Customer.id == Invitation.customer_id)
-        .where(
-            Invitation.id == job.invitation.id,
-            Customer.status == CustomerStatus.ACTIVE,
-            ~sa.exists().where(Suppression.email_hash.in_(hashes)),
-        )
-    )
-    if job.reminder:
-        query = query.where(_reminder_allowed(), Invitation.next_reminder_at.is_not(None))
-    allowed = db.session.execute(query).first() is not None
+    found = db.session.execute(
+        _MAY_SEND[job.reminder], {"invitation_id": job.invitation.id, "hashes": hashes}
+    ).first()
     # End the read before talking to the mail server: on SQLite no lock is held while it answers.
     db.session.commit()
-    return allowed
+    return found is not None
 
 
 def _extend_leases(batch: list[_Job], slot: datetime) -> None:
@@ -706,22 +727,16 @@ def _extend_leases(batch: list[_Job], slot: datetime) -> None:
 
 def _update(job: _Job, **values) -> None:
     """Write one message's outcome and commit it (the 250 is never recorded before it came)."""
-    db.session.execute(
-        sa.update(Invitation)
-        .where(Invitation.id == job.invitation.id)
-        .values(**values)
-        .execution_options(synchronize_session=False)
-    )
+    table = Invitation.__table__
+    db.session.execute(sa.update(table).where(table.c.id == job.invitation.id).values(**values))
     db.session.commit()
     job.recorded = True
 
 
 def _keep_unless_stopped(value: datetime | None) -> sa.ColumnElement:
     """The next reminder time, unless it was cleared meanwhile (an answer, an unsubscribe)."""
-    return sa.case(
-        (Invitation.next_reminder_at.is_(None), sa.null()),
-        else_=sa.literal(value, Invitation.next_reminder_at.type),
-    )
+    column = Invitation.__table__.c.next_reminder_at
+    return sa.case((column.is_(None), sa.null()), else_=sa.literal(value, column.type))
 
 
 def next_reminder_after(
@@ -736,7 +751,33 @@ def next_reminder_after(
     )
 
 
+def _first_sent_statement() -> sa.Update:
+    """The outcome of a first email accepted: the most frequent write, built once."""
+    table = Invitation.__table__
+    now = sa.bindparam("job_now", type_=table.c.sent_at.type)
+    return (
+        sa.update(table)
+        .where(table.c.id == sa.bindparam("job_id"))
+        .values(
+            status=InvitationStatus.SENT,
+            attempts=sa.bindparam("job_tries"),
+            last_smtp_reply="250 accepted",
+            sent_at=now,
+            last_sent_at=now,
+            message_id=sa.bindparam("job_message_id"),
+            lease_expires_at=None,
+            next_attempt_at=None,
+            next_reminder_at=sa.bindparam("job_next_reminder_at", type_=table.c.next_reminder_at.type),
+        )
+    )
+
+
+_FIRST_SENT = _first_sent_statement()
+
+
 def _record_sent(job: _Job, tries: int, message_id: str, now: datetime) -> None:
+    """Accepted (250): a first email makes the invitation sent and plans its first reminder; a
+    reminder counts, and plans the next one unless the reminders were stopped meanwhile."""
     invitation, days = job.invitation, list(job.campaign.reminder_days or [])
     common = {
         "attempts": tries,
@@ -745,21 +786,22 @@ def _record_sent(job: _Job, tries: int, message_id: str, now: datetime) -> None:
         "next_attempt_at": None,
     }
     if not job.reminder:
-        _update(
-            job,
-            status=InvitationStatus.SENT,
-            sent_at=now,
-            message_id=message_id,
-            lease_expires_at=None,
-            next_reminder_at=next_reminder_after(now, days, 0, now),
-            **common,
-        )
+        parameters = {
+            "job_id": invitation.id,
+            "job_tries": tries,
+            "job_now": now,
+            "job_message_id": message_id,
+            "job_next_reminder_at": next_reminder_after(now, days, 0, now),
+        }
+        db.session.execute(_FIRST_SENT, parameters)
+        db.session.commit()
+        job.recorded = True
         return
     sent = invitation.reminders_sent + 1
     following = next_reminder_after(invitation.sent_at or now, days, sent, now)
     _update(
         job,
-        reminders_sent=Invitation.reminders_sent + 1,
+        reminders_sent=Invitation.__table__.c.reminders_sent + 1,
         next_reminder_at=_keep_unless_stopped(following),
         **common,
     )
