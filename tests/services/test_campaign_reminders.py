@@ -336,3 +336,31 @@ def test_the_command_line_refuses_bad_reminder_days(runner):
     result = runner.invoke(args=["campaigns", "create", "--name", "CLI", "--reminder-days", "10,4"])
     assert result.exit_code == 1
     assert "reminder days: each from 1 to 365 days, increasing" in result.output
+
+
+def test_the_tick_can_hand_reminders_to_a_background_worker(worker_app, smtp):
+    import time
+
+    with worker_app.app_context():
+        clock = Clock()
+        campaign_id = sent_campaign(clock, "ada@example.com")
+        smtp.clear()
+        invitation = row(campaign_id, "ada@example.com")
+        invitation.next_reminder_at = utcnow() - timedelta(seconds=1)  # four days went by
+        db.session.commit()
+
+        summary = campaigns.tick(enqueue=True)
+
+        assert summary.line().startswith("0 stale claims requeued, due reminders handed to the worker")
+
+        def reminded() -> int:
+            count = row(campaign_id, "ada@example.com").reminders_sent
+            db.session.rollback()  # hold no lock while the worker writes
+            return count
+
+        deadline = time.monotonic() + 30
+        while reminded() < 1:
+            assert time.monotonic() < deadline, "the worker sent no reminder"
+            time.sleep(0.1)
+        (reminder,) = smtp.messages
+        assert reminder["Subject"].strip().startswith("Reminder: ")
