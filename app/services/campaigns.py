@@ -913,7 +913,7 @@ class TickSummary:
                 f"{self.retries_due} retries due (handed to the worker)"
             )
         reminders = self.reminders or SendSummary()
-        paused = f"; paused: {reminders.paused_reason}" if reminders.paused_reason else ""
+        paused = f"; stopped: {reminders.paused_reason}" if reminders.paused_reason else ""
         return (
             f"{self.requeued} stale claims requeued, {reminders.sent} reminders sent, "
             f"{self.retries_due} retries due ({self.retries_sent} sent){paused}"
