@@ -286,3 +286,45 @@ def test_a_slow_pace_keeps_the_claims_of_the_batch_alive(app, timing_sink):
     assert summary.sent == 5
     assert expired == []
     assert len(timing_sink.arrived) == 5
+
+
+class RefuseDataOnce:
+    """An SMTP server that answers the first message's DATA with 451, then accepts."""
+
+    def __init__(self) -> None:
+        self.accepted: list[str] = []
+        self.refused = 0
+
+    async def handle_DATA(self, server, session, envelope):
+        if not self.refused:
+            self.refused += 1
+            return "451 4.7.1 Greylisted, come back later"
+        self.accepted.extend(envelope.rcpt_tos)
+        return "250 Message accepted for delivery"
+
+
+def test_a_message_refused_for_now_after_data_is_retried_and_the_run_goes_on(app):
+    sink = RefuseDataOnce()
+    port = free_port()
+    controller = Controller(sink, hostname="127.0.0.1", port=port)
+    controller.start()
+    try:
+        app.extensions["mail"].port = port
+        make_customer("a@example.com")
+        make_customer("b@example.com")
+        campaign, _ = campaigns.create_campaign(name="Grey", lapsed_days=180, now=utcnow())
+        clock = Clock()
+
+        first = campaigns.send_campaign(campaign.id, clock=clock)
+        row = invitations(campaign.id)["a@example.com"]
+        assert (first.sent, first.deferred) == (1, 1)
+        assert (row.status, row.last_smtp_reply) == (
+            InvitationStatus.QUEUED,
+            "451 4.7.1 Greylisted, come back later",
+        )
+
+        clock.advance(seconds=60)
+        assert campaigns.send_campaign(campaign.id, clock=clock).sent == 1
+    finally:
+        controller.stop()
+    assert sorted(sink.accepted) == ["a@example.com", "b@example.com"]
