@@ -11,7 +11,7 @@ from flask.cli import AppGroup
 
 from app.exceptions import InvalidInput, NotFound, UnreadableFile
 from app.models import CustomerStatus, StaffRole, utcnow
-from app.services import campaigns, demo, exports, imports, scoring, staff, suppressions
+from app.services import campaigns, csvfiles, demo, exports, imports, scoring, staff, suppressions
 from app.services.customers import CustomerFilters
 
 MAX_ERRORS_SHOWN = 50
@@ -63,13 +63,10 @@ def staff_create(email: str, role: str, password_stdin: bool) -> None:
 
 def _mapping(_context: click.Context, _parameter: click.Parameter, values: tuple[str, ...]) -> dict[str, str]:
     """The --map options, each `COLUMN=FIELD`, as {column: field}."""
-    mapping = {}
-    for value in values:
-        column, equals, field_name = value.rpartition("=")
-        if not equals or not column.strip() or not field_name.strip():
-            raise click.BadParameter(f'{value!r}: expected COLUMN=FIELD, e.g. "Order Number=order_id"')
-        mapping[column.strip()] = field_name.strip()
-    return mapping
+    try:
+        return csvfiles.parse_mapping(values)
+    except InvalidInput as exc:
+        raise click.BadParameter(str(exc).partition(": ")[2]) from exc
 
 
 def _import_file(importer, file: Path, *, strict: bool, **options) -> None:
