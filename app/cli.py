@@ -11,7 +11,7 @@ from flask.cli import AppGroup
 
 from app.exceptions import InvalidInput, NotFound, UnreadableFile
 from app.models import CustomerStatus, StaffRole, utcnow
-from app.services import campaigns, demo, exports, imports, scoring, staff, suppressions
+from app.services import campaign_content, campaigns, demo, exports, imports, scoring, staff, suppressions
 from app.services.customers import CustomerFilters
 
 MAX_ERRORS_SHOWN = 50
@@ -191,21 +191,71 @@ def campaigns_list() -> None:
     help="At most this many customers, best win-back priority first.",
 )
 @click.option("--subject", default=None, help="The email subject.")
-def campaigns_create(name: str, lapsed_days: int | None, limit: int | None, subject: str | None) -> None:
+@click.option(
+    "--body-file",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="The email body (a template with placeholders, UTF-8). Default: the standard body.",
+)
+@click.option("--offer-code", default=None, help="One offer code for everyone ({{ offer_code }}).")
+@click.option(
+    "--offer-codes-file",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="Unique offer codes, one per line or a one-column CSV: one for each recipient.",
+)
+def campaigns_create(
+    name: str,
+    lapsed_days: int | None,
+    limit: int | None,
+    subject: str | None,
+    body_file: Path | None,
+    offer_code: str | None,
+    offer_codes_file: Path | None,
+) -> None:
     """Create a campaign for lapsed customers; prints its id first."""
     from flask import current_app
 
+    if offer_code is not None and offer_codes_file is not None:
+        raise click.UsageError("--offer-code and --offer-codes-file cannot be used together")
+    body = _read_text(body_file, "body file") if body_file else None
     try:
+        offer_codes = (
+            campaign_content.parse_offer_codes(_read_file(offer_codes_file, "offer codes file"))
+            if offer_codes_file
+            else None
+        )
         campaign, queued = campaigns.create_campaign(
             name=name,
             lapsed_days=lapsed_days or current_app.config["LAPSE_AFTER_DAYS"],
             subject=subject,
             limit=limit,
             now=utcnow(),
+            body=body,
+            offer_code=offer_code,
+            offer_codes=offer_codes,
         )
     except InvalidInput as exc:
         _fail(str(exc), 1)
     click.echo(f"{campaign.id} created: {campaign.name!r}, {queued} invitations queued")
+    if offer_codes:
+        click.echo(f"{queued} offer codes handed out, {len(offer_codes) - queued} left over")
+
+
+def _read_text(path: Path, what: str) -> str:
+    """A UTF-8 text file, or exit 2 (nothing changed)."""
+    try:
+        return _read_file(path, what).decode("utf-8-sig")
+    except UnicodeDecodeError:
+        _fail(f"{what} {path} is not UTF-8 text; nothing was created", 2)
+
+
+def _read_file(path: Path, what: str) -> bytes:
+    """A file's bytes, or exit 2 (nothing changed) when it cannot be read."""
+    try:
+        return path.read_bytes()
+    except OSError as exc:
+        _fail(f"{what} {path} cannot be read: {exc.strerror or exc}; nothing was created", 2)
 
 
 @campaigns_cli.command("send")

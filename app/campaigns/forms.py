@@ -2,12 +2,55 @@
 
 from flask import current_app
 from flask_wtf import FlaskForm
-from wtforms import IntegerField, StringField, SubmitField
+from flask_wtf.file import FileAllowed, FileField
+from wtforms import IntegerField, RadioField, StringField, SubmitField, TextAreaField
 from wtforms.validators import DataRequired, Length, NumberRange, Optional, Regexp
+
+from app.models import OfferKind
+from app.services import campaign_content
+
+# The email and offer fields, shared by the new-campaign form and the edit form.
+SUBJECT = StringField(
+    "Subject",
+    validators=[Optional(), Length(max=200), Regexp(r"^[^\r\n]*$", message="One line only.")],
+    description="Placeholders work here too, e.g. {{ first_name }}.",
+)
+BODY = TextAreaField(
+    "Email body",
+    validators=[Optional(), Length(max=campaign_content.BODY_MAX_CHARS)],
+    description=(
+        "Plain text with light Markdown (**bold**, *italic*, [words](address)). Placeholders: "
+        "{{ first_name }}, {{ business_name }}, {{ link }} (required: the customer's survey link), "
+        "{{ offer_code }}. A link alone on its line becomes a button. Leave empty for the default."
+    ),
+    render_kw={"rows": 18},
+)
+OFFER_KIND = RadioField(
+    "Offer",
+    choices=[
+        (OfferKind.NONE.value, "No offer"),
+        (OfferKind.SHARED.value, "One code for everyone"),
+        (OfferKind.UNIQUE.value, "A code of their own for each customer, from a file"),
+    ],
+    default=OfferKind.NONE.value,
+)
+OFFER_CODE = StringField(
+    "Shared offer code",
+    validators=[Optional(), Length(max=campaign_content.OFFER_CODE_MAX_CHARS)],
+    description="Shown in the email through {{ offer_code }}.",
+)
+OFFER_CODES = FileField(
+    "File of unique codes",
+    validators=[FileAllowed(["csv", "txt"], "Upload a .txt or .csv file.")],
+    description=(
+        "One code per line, or a one-column CSV (a header such as \u201ccode\u201d is skipped). "
+        "There must be a code for every customer of the audience."
+    ),
+)
 
 
 class CampaignForm(FlaskForm):
-    """Name, who to reach, and the subject line."""
+    """Name, who to reach, and the email."""
 
     name = StringField("Name", validators=[DataRequired(), Length(max=200)])
     lapsed_days = IntegerField(
@@ -22,9 +65,27 @@ class CampaignForm(FlaskForm):
         "Subject",
         validators=[Optional(), Length(max=200), Regexp(r"^[^\r\n]*$", message="One line only.")],
     )
+    body = BODY
+    offer_kind = OFFER_KIND
+    offer_code = OFFER_CODE
+    offer_codes = OFFER_CODES
     submit = SubmitField("Create campaign")
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
         if self.lapsed_days.data is None and not self.is_submitted():
             self.lapsed_days.data = current_app.config["LAPSE_AFTER_DAYS"]
+        if not self.is_submitted():
+            self.subject.data = self.subject.data or campaign_content.DEFAULT_SUBJECT
+            self.body.data = self.body.data or campaign_content.DEFAULT_BODY
+
+
+class CampaignContentForm(FlaskForm):
+    """A draft campaign's subject, body and offer."""
+
+    subject = SUBJECT
+    body = BODY
+    offer_kind = OFFER_KIND
+    offer_code = OFFER_CODE
+    offer_codes = OFFER_CODES
+    submit = SubmitField("Save")
