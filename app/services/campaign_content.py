@@ -287,6 +287,7 @@ def _check_node(field: str, node: nodes.Node) -> None:
             )
         return
     if isinstance(node, nodes.Getattr | nodes.Getitem):
+        _check_node(field, node.node)  # an unknown name first: the likelier mistake
         shown = f".{node.attr}" if isinstance(node, nodes.Getattr) else "[...]"
         raise InvalidInput(
             f"{field}: {shown} on line {line} is not allowed: placeholders are plain text, "
@@ -484,41 +485,64 @@ def hand_out_offer_codes(campaign_id: int, codes: Iterable[str]) -> int:
             f"offer codes: {len(codes)} codes for {recipients} recipients; every recipient needs a "
             f"code of their own: add {recipients - len(codes)} more codes, or lower the limit"
         )
-    table = OfferCode.__table__
-    for start in range(0, len(codes), CODES_BATCH):
-        db.session.execute(
-            sa.insert(table),
-            [{"campaign_id": campaign_id, "code": code} for code in codes[start : start + CODES_BATCH]],
-        )
-    invitations = Invitation.__table__
-    numbered_invitations = (
+    connection = db.session.connection()
+    connection.execute(sa.schema.DropTable(_code_stage, if_exists=True))
+    _code_stage.create(connection)
+    _stage_codes(connection, codes)
+    invitations, offer_codes = Invitation.__table__, OfferCode.__table__
+    numbered = (
         sa.select(invitations.c.id, sa.func.row_number().over(order_by=invitations.c.id).label("n"))
         .where(invitations.c.campaign_id == campaign_id)
         .subquery()
     )
-    numbered_codes = (
-        sa.select(table.c.code, sa.func.row_number().over(order_by=table.c.id).label("n"))
-        .where(table.c.campaign_id == campaign_id)
-        .subquery()
-    )
-    pairs = (
-        sa.select(numbered_invitations.c.id, numbered_codes.c.code)
-        .join(numbered_codes, numbered_codes.c.n == numbered_invitations.c.n)
-        .subquery()
-    )
-    db.session.execute(
-        sa.update(invitations).where(invitations.c.id == pairs.c.id).values(offer_code=pairs.c.code)
-    )
-    db.session.execute(
-        sa.update(table)
-        .where(
-            table.c.campaign_id == campaign_id,
-            invitations.c.campaign_id == campaign_id,
-            invitations.c.offer_code == table.c.code,
+    # The first codes go to the invitations, paired by row number; the rest stay unassigned.
+    connection.execute(
+        sa.insert(offer_codes).from_select(
+            ["campaign_id", "code", "invitation_id"],
+            sa.select(sa.literal(campaign_id), _code_stage.c.code, numbered.c.id)
+            .select_from(numbered)
+            .join(_code_stage, _code_stage.c.position == numbered.c.n),
         )
-        .values(invitation_id=invitations.c.id)
     )
+    connection.execute(
+        sa.insert(offer_codes).from_select(
+            ["campaign_id", "code"],
+            sa.select(sa.literal(campaign_id), _code_stage.c.code).where(_code_stage.c.position > recipients),
+        )
+    )
+    connection.execute(
+        sa.update(invitations)
+        .where(offer_codes.c.campaign_id == campaign_id, offer_codes.c.invitation_id == invitations.c.id)
+        .values(offer_code=offer_codes.c.code)
+    )
+    _code_stage.drop(connection)
     return recipients
+
+
+def _stage_codes(connection: sa.Connection, codes: list[str]) -> None:
+    """Load the codes with their place in the file: COPY on PostgreSQL, executemany on SQLite."""
+    if connection.dialect.name == "postgresql":
+        raw = connection.connection.driver_connection
+        with raw.cursor() as cursor:
+            with cursor.copy(f"COPY {_code_stage.name} (position, code) FROM STDIN") as copy:
+                for row in enumerate(codes, 1):
+                    copy.write_row(row)
+            cursor.execute(f"ANALYZE {_code_stage.name}")
+        return
+    statement = str(sa.insert(_code_stage).compile(dialect=connection.dialect))
+    for start in range(0, len(codes), CODES_BATCH):
+        batch = codes[start : start + CODES_BATCH]
+        connection.exec_driver_sql(statement, list(enumerate(batch, start + 1)))
+
+
+# The codes of one hand-out with their place in the file: a temporary table, never in migrations.
+_code_stage = sa.Table(
+    "winback_offer_code_stage",
+    sa.MetaData(),
+    sa.Column("position", sa.Integer, primary_key=True),
+    sa.Column("code", sa.String(OFFER_CODE_MAX_CHARS)),
+    prefixes=["TEMPORARY"],
+)
 
 
 def _drop_offer_codes(campaign_id: int) -> None:
