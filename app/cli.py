@@ -221,7 +221,7 @@ def campaigns_create(
     body = _read_text(body_file, "body file") if body_file else None
     try:
         offer_codes = (
-            campaign_content.parse_offer_codes(_read_file(offer_codes_file, "offer codes file"))
+            campaign_content.parse_offer_codes(_read_text(offer_codes_file, "offer codes file"))
             if offer_codes_file
             else None
         )

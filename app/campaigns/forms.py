@@ -3,7 +3,7 @@
 from flask import current_app
 from flask_wtf import FlaskForm
 from flask_wtf.file import FileAllowed, FileField
-from wtforms import IntegerField, RadioField, StringField, SubmitField, TextAreaField
+from wtforms import IntegerField, RadioField, SelectChoice, StringField, SubmitField, TextAreaField
 from wtforms.validators import DataRequired, Length, NumberRange, Optional, Regexp
 
 from app.models import OfferKind
@@ -28,9 +28,9 @@ BODY = TextAreaField(
 OFFER_KIND = RadioField(
     "Offer",
     choices=[
-        (OfferKind.NONE.value, "No offer"),
-        (OfferKind.SHARED.value, "One code for everyone"),
-        (OfferKind.UNIQUE.value, "A code of their own for each customer, from a file"),
+        SelectChoice(OfferKind.NONE.value, "No offer"),
+        SelectChoice(OfferKind.SHARED.value, "One code for everyone"),
+        SelectChoice(OfferKind.UNIQUE.value, "A code of their own for each customer, from a file"),
     ],
     default=OfferKind.NONE.value,
 )
