@@ -91,8 +91,14 @@ def compose_invitation(invitation: Invitation, customer: Customer, campaign: Cam
         reference=invitation.reference,
         nonce=invitation.nonce,
         offer_code=campaign_content.offer_code_for(campaign, invitation.offer_code),
-        recipient=(customer.name, customer.email) if customer.name else customer.email,
+        recipient=_recipient(customer),
     )
+
+
+def _recipient(customer: Customer) -> str | tuple[str, str]:
+    """The To address, with the customer's name made one line of text (no header injection)."""
+    name = campaign_content.clean_value(customer.name)
+    return (name, customer.email) if name else customer.email
 
 
 def compose_campaign_email(

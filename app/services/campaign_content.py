@@ -575,8 +575,7 @@ def is_editable(campaign: Campaign) -> bool:
     started = db.session.scalar(
         sa.select(
             sa.exists().where(
-                Invitation.campaign_id == campaign.id,
-                sa.or_(Invitation.status != InvitationStatus.QUEUED, Invitation.attempts > 0),
+                Invitation.campaign_id == campaign.id, Invitation.status != InvitationStatus.QUEUED
             )
         )
     )

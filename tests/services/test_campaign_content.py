@@ -357,6 +357,23 @@ def test_a_custom_email_arrives_with_the_footer_and_headers_whatever_the_templat
     assert "What would it take to win you back?" in page.get_data(as_text=True)
 
 
+def test_a_name_with_line_breaks_is_sent_with_no_extra_header(app, smtp):
+    make_customer("ada@example.com", first_name="Ada\r\nBcc: evil@example.com", last_name="\nX-Evil: 1")
+    campaign, _ = campaigns.create_campaign(
+        name="Lines", lapsed_days=180, now=utcnow(), subject="Hi {{ first_name }}"
+    )
+    summary = campaigns.send_campaign(campaign.id)
+
+    assert summary.sent == 1
+    (envelope,) = smtp.envelopes
+    assert envelope.rcpt_tos == ["ada@example.com"]
+    (message,) = smtp.messages
+    assert message["Subject"] == "Hi Ada Bcc: evil@example.com"
+    assert message["Bcc"] is None
+    assert message["X-Evil"] is None
+    assert message["To"].addresses[0].display_name == "Ada Bcc: evil@example.com X-Evil: 1"
+
+
 # --- editing a draft ------------------------------------------------------------------------
 
 
