@@ -11,7 +11,17 @@ from flask.cli import AppGroup
 
 from app.exceptions import InvalidInput, NotFound, UnreadableFile
 from app.models import CustomerStatus, StaffRole, utcnow
-from app.services import campaigns, csvfiles, demo, exports, imports, scoring, staff, suppressions
+from app.services import (
+    campaign_content,
+    campaigns,
+    csvfiles,
+    demo,
+    exports,
+    imports,
+    scoring,
+    staff,
+    suppressions,
+)
 from app.services.customers import CustomerFilters
 
 MAX_ERRORS_SHOWN = 50
@@ -202,6 +212,19 @@ def campaigns_list() -> None:
     help="At most this many customers, best win-back priority first.",
 )
 @click.option("--subject", default=None, help="The email subject.")
+@click.option(
+    "--body-file",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="The email body (a template with placeholders, UTF-8). Default: the standard body.",
+)
+@click.option("--offer-code", default=None, help="One offer code for everyone ({{ offer_code }}).")
+@click.option(
+    "--offer-codes-file",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="Unique offer codes, one per line or a one-column CSV: one for each recipient.",
+)
 def campaigns_create(
     name: str,
     lapsed_days: int | None,
@@ -210,9 +233,20 @@ def campaigns_create(
     cooldown_days: int | None,
     limit: int | None,
     subject: str | None,
+    body_file: Path | None,
+    offer_code: str | None,
+    offer_codes_file: Path | None,
 ) -> None:
     """Create a campaign for lapsed customers; prints its id first."""
+    if offer_code is not None and offer_codes_file is not None:
+        raise click.UsageError("--offer-code and --offer-codes-file cannot be used together")
+    body = _read_text(body_file, "body file") if body_file else None
     try:
+        offer_codes = (
+            campaign_content.parse_offer_codes(_read_text(offer_codes_file, "offer codes file"))
+            if offer_codes_file
+            else None
+        )
         campaign, queued = campaigns.create_campaign(
             name=name,
             lapsed_days=lapsed_days,
@@ -222,11 +256,32 @@ def campaigns_create(
             limit=limit,
             subject=subject,
             now=utcnow(),
+            body=body,
+            offer_code=offer_code,
+            offer_codes=offer_codes,
         )
     except InvalidInput as exc:
         _fail(str(exc), 1)
     click.echo(f"{campaign.id} created: {campaign.name!r}, {queued} invitations queued")
     click.echo(f"audience: {campaigns.audience_rule(campaign).describe()}")
+    if offer_codes:
+        click.echo(f"{queued} offer codes handed out, {len(offer_codes) - queued} left over")
+
+
+def _read_text(path: Path, what: str) -> str:
+    """A UTF-8 text file, or exit 2 (nothing changed)."""
+    try:
+        return _read_file(path, what).decode("utf-8-sig")
+    except UnicodeDecodeError:
+        _fail(f"{what} {path} is not UTF-8 text; nothing was created", 2)
+
+
+def _read_file(path: Path, what: str) -> bytes:
+    """A file's bytes, or exit 2 (nothing changed) when it cannot be read."""
+    try:
+        return path.read_bytes()
+    except OSError as exc:
+        _fail(f"{what} {path} cannot be read: {exc.strerror or exc}; nothing was created", 2)
 
 
 @campaigns_cli.command("send")
