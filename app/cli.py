@@ -11,7 +11,17 @@ from flask.cli import AppGroup
 
 from app.exceptions import InvalidInput, NotFound, UnreadableFile
 from app.models import CustomerStatus, StaffRole, utcnow
-from app.services import campaigns, demo, exports, imports, scoring, staff, suppressions
+from app.services import (
+    campaign_content,
+    campaigns,
+    csvfiles,
+    demo,
+    exports,
+    imports,
+    scoring,
+    staff,
+    suppressions,
+)
 from app.services.customers import CustomerFilters
 
 MAX_ERRORS_SHOWN = 50
@@ -63,13 +73,10 @@ def staff_create(email: str, role: str, password_stdin: bool) -> None:
 
 def _mapping(_context: click.Context, _parameter: click.Parameter, values: tuple[str, ...]) -> dict[str, str]:
     """The --map options, each `COLUMN=FIELD`, as {column: field}."""
-    mapping = {}
-    for value in values:
-        column, equals, field_name = value.rpartition("=")
-        if not equals or not column.strip() or not field_name.strip():
-            raise click.BadParameter(f'{value!r}: expected COLUMN=FIELD, e.g. "Order Number=order_id"')
-        mapping[column.strip()] = field_name.strip()
-    return mapping
+    try:
+        return csvfiles.parse_mapping(values)
+    except InvalidInput as exc:
+        raise click.BadParameter(str(exc).partition(": ")[2]) from exc
 
 
 def _import_file(importer, file: Path, *, strict: bool, **options) -> None:
@@ -212,6 +219,19 @@ def campaigns_list() -> None:
     help='Remind those who have not answered this many days after the first send, e.g. "4,10"; '
     '"" for none. Default: REMINDER_DAYS.',
 )
+@click.option(
+    "--body-file",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="The email body (a template with placeholders, UTF-8). Default: the standard body.",
+)
+@click.option("--offer-code", default=None, help="One offer code for everyone ({{ offer_code }}).")
+@click.option(
+    "--offer-codes-file",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="Unique offer codes, one per line or a one-column CSV: one for each recipient.",
+)
 def campaigns_create(
     name: str,
     lapsed_days: int | None,
@@ -221,9 +241,20 @@ def campaigns_create(
     limit: int | None,
     subject: str | None,
     reminder_days: str | None,
+    body_file: Path | None,
+    offer_code: str | None,
+    offer_codes_file: Path | None,
 ) -> None:
     """Create a campaign for lapsed customers; prints its id first."""
+    if offer_code is not None and offer_codes_file is not None:
+        raise click.UsageError("--offer-code and --offer-codes-file cannot be used together")
+    body = _read_text(body_file, "body file") if body_file else None
     try:
+        offer_codes = (
+            campaign_content.parse_offer_codes(_read_text(offer_codes_file, "offer codes file"))
+            if offer_codes_file
+            else None
+        )
         campaign, queued = campaigns.create_campaign(
             name=name,
             lapsed_days=lapsed_days,
@@ -234,11 +265,32 @@ def campaigns_create(
             subject=subject,
             reminder_days=reminder_days,
             now=utcnow(),
+            body=body,
+            offer_code=offer_code,
+            offer_codes=offer_codes,
         )
     except InvalidInput as exc:
         _fail(str(exc), 1)
     click.echo(f"{campaign.id} created: {campaign.name!r}, {queued} invitations queued")
     click.echo(f"audience: {campaigns.audience_rule(campaign).describe()}")
+    if offer_codes:
+        click.echo(f"{queued} offer codes handed out, {len(offer_codes) - queued} left over")
+
+
+def _read_text(path: Path, what: str) -> str:
+    """A UTF-8 text file, or exit 2 (nothing changed)."""
+    try:
+        return _read_file(path, what).decode("utf-8-sig")
+    except UnicodeDecodeError:
+        _fail(f"{what} {path} is not UTF-8 text; nothing was created", 2)
+
+
+def _read_file(path: Path, what: str) -> bytes:
+    """A file's bytes, or exit 2 (nothing changed) when it cannot be read."""
+    try:
+        return path.read_bytes()
+    except OSError as exc:
+        _fail(f"{what} {path} cannot be read: {exc.strerror or exc}; nothing was created", 2)
 
 
 @campaigns_cli.command("send")

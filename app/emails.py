@@ -20,8 +20,15 @@ from flask import current_app, render_template
 from flask_mail import BadHeaderError, Connection, Message, sanitize_address, sanitize_addresses
 
 from app.models import Campaign, Customer, Invitation, utcnow
+from app.services import campaign_content
 from app.tokens import make_survey_token, make_unsubscribe_token
 from app.urls import public_url
+
+TEST_SUBJECT_PREFIX = "[Test] "
+TEST_NOTICE = (
+    "This is a test of the campaign \u201c{campaign}\u201d, sent to you alone. Its links are for "
+    "trying out: they lead to no customer's survey and unsubscribe nobody."
+)
 
 
 @dataclass
@@ -34,8 +41,9 @@ class Prepared:
 
 # Flask-Mail serialises under the SMTP policy, which parses every header of every part again
 # (half the time of composing a campaign email). Its headers are already encoded strings:
-# compat32 writes them as they are, with CRLF line ends.
-_SMTP_COMPAT32 = policy.compat32.clone(linesep="\r\n")
+# compat32 writes them as they are, with CRLF line ends, and unfolded (well under the 998
+# characters a line may hold), so that no reader sees a header's value start with a space.
+_SMTP_COMPAT32 = policy.compat32.clone(linesep="\r\n", max_line_length=0)
 
 
 class _Generator(BytesGenerator):
@@ -129,16 +137,56 @@ def _sender_domain() -> str:
 
 
 def compose_invitation(invitation: Invitation, customer: Customer, campaign: Campaign) -> Message:
-    """The invitation email: a personal survey link, an unsubscribe link and RFC 8058 headers."""
-    config = current_app.config
-    survey_url = public_url(
-        "survey.show_form", token=make_survey_token(invitation.reference, invitation.nonce)
+    """The invitation email: the campaign's subject and body for this customer, with a personal
+    survey link, an unsubscribe link and RFC 8058 headers."""
+    return compose_campaign_email(
+        campaign,
+        customer,
+        reference=invitation.reference,
+        nonce=invitation.nonce,
+        offer_code=campaign_content.offer_code_for(campaign, invitation.offer_code),
+        recipient=_recipient(customer),
     )
-    unsubscribe_url = public_url("unsubscribe.confirm", token=make_unsubscribe_token(invitation.reference))
+
+
+def _recipient(customer: Customer) -> str | tuple[str, str]:
+    """The To address, with the customer's name made one line of text (no header injection)."""
+    name = campaign_content.clean_value(customer.name)
+    return (name, customer.email) if name else customer.email
+
+
+def compose_campaign_email(
+    campaign: Campaign,
+    customer: Customer,
+    *,
+    reference: str,
+    nonce: str,
+    offer_code: str,
+    recipient: str | tuple[str, str],
+    test: bool = False,
+) -> Message:
+    """A campaign's email for one customer, whose links name the invitation `reference`.
+
+    The subject and body come from the campaign's templates; the footer (business name, postal
+    address, unsubscribe link) and the headers are always these, whatever the templates say.
+    A test is marked as one in its subject and at the top of both parts."""
+    config = current_app.config
+    survey_url = public_url("survey.show_form", token=make_survey_token(reference, nonce))
+    unsubscribe_url = public_url("unsubscribe.confirm", token=make_unsubscribe_token(reference))
+    values = campaign_content.Values(
+        first_name=customer.first_name,
+        business_name=config["BUSINESS_NAME"],
+        link=survey_url,
+        offer_code=offer_code,
+    )
+    subject = campaign_content.render_subject(campaign.subject, values)
+    if test:
+        subject = TEST_SUBJECT_PREFIX + subject
     context = {
-        "customer": customer,
-        "campaign": campaign,
-        "survey_url": survey_url,
+        "subject": subject,
+        "body_text": campaign_content.render_body_text(campaign.body, values),
+        "body_html": campaign_content.render_body_html(campaign.body, values),
+        "test_notice": TEST_NOTICE.format(campaign=campaign.name) if test else "",
         "unsubscribe_url": unsubscribe_url,
         "business_name": config["BUSINESS_NAME"],
         "business_postal_address": config["BUSINESS_POSTAL_ADDRESS"],
@@ -148,8 +196,8 @@ def compose_invitation(invitation: Invitation, customer: Customer, campaign: Cam
         list_unsubscribe += f", <mailto:{config['MAIL_UNSUBSCRIBE_ADDRESS']}?subject=unsubscribe>"
     domain = _sender_domain()
     message = Message(
-        subject=campaign.subject,
-        recipients=[(customer.name, customer.email) if customer.name else customer.email],
+        subject=subject,
+        recipients=[recipient],
         body=render_template("emails/invitation.txt", **context),
         html=render_template("emails/invitation.html", **context),
         extra_headers={

@@ -46,3 +46,7 @@ class RowError:
 
 class UnreadableFile(WinbackError):
     """A file that cannot be read or recognised; nothing was imported."""
+
+
+class MailNotSent(WinbackError):
+    """The mail server refused or failed a message sent at once (a test, not a campaign's)."""

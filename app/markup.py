@@ -12,17 +12,23 @@ ALLOWED_TAGS = {"p", "br", "strong", "em", "ul", "ol", "li", "a", "blockquote", 
 _local = threading.local()
 
 
-def _converter() -> markdown_lib.Markdown:
-    """One parser per thread: building one costs more than converting a paragraph."""
-    converter = getattr(_local, "converter", None)
+def _converter(hard_breaks: bool) -> markdown_lib.Markdown:
+    """One parser per thread and kind: building one costs more than converting a paragraph."""
+    name = "breaks_converter" if hard_breaks else "converter"
+    converter = getattr(_local, name, None)
     if converter is None:
-        converter = _local.converter = markdown_lib.Markdown(output_format="html")
+        extensions = ["nl2br"] if hard_breaks else []
+        converter = markdown_lib.Markdown(output_format="html", extensions=extensions)
+        setattr(_local, name, converter)
     return converter
 
 
-def render_markdown(text: str) -> Markup:
-    """Markdown to HTML, sanitised by nh3 (ammonia): safe to put in any page as it is."""
-    converter = _converter()
+def render_markdown(text: str, *, hard_breaks: bool = False) -> Markup:
+    """Markdown to HTML, sanitised by nh3 (ammonia): safe to put in any page as it is.
+
+    With hard_breaks, a new line inside a paragraph stays a line break (text typed as it should
+    look, like an email's body)."""
+    converter = _converter(hard_breaks)
     try:
         html = converter.convert(text or "")
     finally:

@@ -2,15 +2,20 @@
 
 from __future__ import annotations
 
-from flask import Blueprint, flash, redirect, render_template, request, url_for
+from flask import Blueprint, flash, make_response, redirect, render_template, request, url_for
 from flask_login import current_user
 
 from app.auth.forms import EmptyForm
 from app.auth.session import role_required
-from app.campaigns.forms import CampaignForm
-from app.exceptions import InvalidInput
-from app.models import StaffRole, utcnow
-from app.services import audiences, campaigns
+from app.campaigns.forms import CampaignContentForm, CampaignForm
+from app.exceptions import InvalidInput, MailNotSent
+from app.models import OfferKind, StaffRole, utcnow
+from app.services import audiences, campaign_content, campaign_preview, campaigns
+
+# The HTML part shown in the campaign page's frame: its own inline styles, never a script.
+PREVIEW_POLICY = (
+    "default-src 'none'; style-src 'unsafe-inline'; img-src data:; frame-ancestors 'self'; sandbox"
+)
 
 bp = Blueprint("campaigns", __name__, url_prefix="/campaigns")
 
@@ -25,13 +30,15 @@ def index():
 @role_required(StaffRole.ADMIN)
 def new():
     """The campaign form with a live count and sample of the audience its rule reaches.
-    A GET with the form's fields in the query string previews that rule; a POST creates."""
+    "Count the audience" posts the form back to count it, keeping what was typed; a GET with the
+    rule's fields in the query string (the page's script) counts too. Only "Create" creates."""
     now = utcnow()
     if request.method == "POST":
         form = CampaignForm()
     else:  # the preview: the fields from the query string, nothing changes, no CSRF needed
         form = CampaignForm(formdata=request.args or None, meta={"csrf": False})
-    if form.validate_on_submit():
+    counting = request.form.get("action") == "count"
+    if not counting and form.validate_on_submit():
         try:
             campaign, queued = campaigns.create_campaign(
                 name=form.name.data,
@@ -43,6 +50,8 @@ def new():
                 subject=form.subject.data,
                 now=now,
                 actor_id=current_user.id,
+                body=form.body.data,
+                **_offer(form),
             )
         except InvalidInput as exc:
             flash(str(exc), "error")
@@ -50,7 +59,7 @@ def new():
             flash(f"Campaign created with {queued} invitations queued.", "success")
             return redirect(url_for("staff.campaigns.show", campaign_id=campaign.id))
     preview, problem = _audience_preview(form, now)
-    status = 400 if form.is_submitted() else 200
+    status = 400 if form.is_submitted() and not counting else 200
     return render_template("campaigns/new.html", form=form, preview=preview, problem=problem), status
 
 
@@ -72,9 +81,22 @@ def _audience_preview(form: CampaignForm, now) -> tuple[audiences.AudiencePrevie
     return audiences.preview(rule, now), ""
 
 
+def _offer(form: CampaignForm | CampaignContentForm, *, keep_codes: bool = False) -> dict:
+    """The offer the form asks for, as create_campaign's arguments (a file is read here)."""
+    kind = OfferKind(form.offer_kind.data or OfferKind.NONE.value)
+    if kind == OfferKind.SHARED:
+        return {"offer_code": form.offer_code.data or ""}
+    if kind == OfferKind.UNIQUE:
+        upload = form.offer_codes.data
+        if upload and upload.filename:
+            return {"offer_codes": campaign_content.parse_offer_codes(upload.read())}
+        return {} if keep_codes else {"offer_codes": []}
+    return {}
+
+
 @bp.get("/<int:campaign_id>")
 def show(campaign_id: int):
-    """A campaign: its audience rule and invitations by status."""
+    """A campaign: its audience rule, invitations by status, and its email as a customer sees it."""
     campaign = campaigns.get_campaign(campaign_id)
     return render_template(
         "campaigns/show.html",
@@ -83,8 +105,70 @@ def show(campaign_id: int):
         counts=campaigns.status_counts(campaign_id),
         progress=campaigns.send_progress(campaign_id, now=utcnow()),
         failures=campaigns.failed_invitations(campaign_id, after_id=request.args.get("after", type=int)),
+        preview=campaign_preview.preview(campaign_id),
+        editable=campaign_content.is_editable(campaign),
+        codes=campaign_content.offer_codes_summary(campaign_id),
         form=EmptyForm(),
     )
+
+
+@bp.get("/<int:campaign_id>/preview.html")
+def preview_html(campaign_id: int):
+    """The HTML part alone, for the campaign page's sandboxed frame."""
+    response = make_response(campaign_preview.preview(campaign_id).html)
+    response.headers["Content-Security-Policy"] = PREVIEW_POLICY
+    response.headers["X-Frame-Options"] = "SAMEORIGIN"
+    return response
+
+
+@bp.route("/<int:campaign_id>/edit", methods=["GET", "POST"])
+@role_required(StaffRole.ADMIN)
+def edit(campaign_id: int):
+    """Change a draft campaign's subject, body and offer, until it starts sending."""
+    campaign = campaigns.get_campaign(campaign_id)
+    if not campaign_content.is_editable(campaign):
+        flash("This campaign has started sending: its email can no longer change.", "error")
+        return redirect(url_for("staff.campaigns.show", campaign_id=campaign_id))
+    form = CampaignContentForm()
+    if form.validate_on_submit():
+        try:
+            offer = _offer(form, keep_codes=True)
+            campaign_content.update_content(
+                campaign_id,
+                subject=form.subject.data,
+                body=form.body.data,
+                offer_kind=OfferKind(form.offer_kind.data),
+                offer_code=offer.get("offer_code"),
+                offer_codes=offer.get("offer_codes"),
+                actor_id=current_user.id,
+                now=utcnow(),
+            )
+        except InvalidInput as exc:
+            flash(str(exc), "error")
+        else:
+            flash("Campaign email saved.", "success")
+            return redirect(url_for("staff.campaigns.show", campaign_id=campaign_id))
+    elif not form.is_submitted():
+        form.subject.data = campaign.subject
+        form.body.data = campaign.body or campaign_content.DEFAULT_BODY
+        form.offer_kind.data = campaign.offer_kind.value
+        form.offer_code.data = campaign.offer_code
+    status = 400 if form.is_submitted() else 200
+    codes = campaign_content.offer_codes_summary(campaign_id)
+    return render_template("campaigns/edit.html", form=form, campaign=campaign, codes=codes), status
+
+
+@bp.post("/<int:campaign_id>/test")
+@role_required(StaffRole.ADMIN)
+def send_test(campaign_id: int):
+    """Send the campaign's email to the logged-in staff member alone, marked as a test."""
+    try:
+        campaign_preview.send_test(campaign_id, to=current_user.email, actor_id=current_user.id, now=utcnow())
+    except MailNotSent as exc:
+        flash(f"The test was not sent: {exc}.", "error")
+    else:
+        flash(f"A test was sent to {current_user.email}.", "success")
+    return redirect(url_for("staff.campaigns.show", campaign_id=campaign_id))
 
 
 @bp.post("/<int:campaign_id>/send")

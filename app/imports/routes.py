@@ -11,7 +11,7 @@ from app.auth.session import role_required
 from app.exceptions import InvalidInput
 from app.imports.forms import KIND_LABELS, UploadForm
 from app.models import ImportKind, StaffRole, utcnow
-from app.services import import_jobs
+from app.services import csvfiles, import_jobs
 
 bp = Blueprint("imports", __name__, url_prefix="/imports")
 
@@ -30,6 +30,8 @@ def index():
                 upload.stream,
                 day_first=form.day_first.data,
                 strict=form.strict.data,
+                mapping=csvfiles.parse_mapping((form.mapping.data or "").splitlines()),
+                source=(form.source.data or "").strip() or None,
                 actor_id=current_user.id,
                 now=utcnow(),
             )

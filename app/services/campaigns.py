@@ -27,13 +27,12 @@ from app.models import (
     SuppressionReason,
     utcnow,
 )
-from app.services import audiences, audit, pacing, suppressions
+from app.services import audiences, audit, campaign_content, pacing, suppressions
 from app.services.sql import random_hex_32
 from app.tasks import SEND_CAMPAIGN, SEND_REMINDERS
 
 log = logging.getLogger("winback.send")
 
-DEFAULT_SUBJECT = "We miss you at {business}: what would it take to win you back?"
 CLAIM_BATCH = 50
 # A reminder is the same email, with the same link, under this subject prefix.
 REMINDER_PREFIX = "Reminder: "
@@ -52,10 +51,15 @@ def create_campaign(
     subject: str | None = None,
     reminder_days: list[int] | str | None = None,
     actor_id: int | None = None,
+    body: str | None = None,
+    offer_code: str | None = None,
+    offer_codes: list[str] | None = None,
 ) -> tuple[Campaign, int]:
     """Create a campaign and queue one invitation per customer of its audience, set-based
     (see audiences.make_rule for the rule and its defaults).
 
+    The email is `subject` and `body` (templates; see campaign_content). An offer is one shared
+    `offer_code`, or `offer_codes` handed out one per recipient (too few refuses the campaign).
     Returns the campaign and the number of invitations queued."""
     name = (name or "").strip()
     if not name:
@@ -69,12 +73,14 @@ def create_campaign(
         cooldown_days=cooldown_days,
         limit=limit,
     )
-    subject = (subject or "").strip() or DEFAULT_SUBJECT.format(business=current_app.config["BUSINESS_NAME"])
+    subject = (subject or "").strip() or campaign_content.DEFAULT_SUBJECT
     if "\r" in subject or "\n" in subject:
         raise InvalidInput("subject: must be a single line")
     if len(subject) > 200:
         raise InvalidInput("subject: at most 200 characters")
     reminder_days = parse_reminder_days(reminder_days)
+    offer = campaign_content.resolve_offer(offer_code, offer_codes)
+    content = campaign_content.validate_templates(subject, body, offer_code=offer.code)
 
     campaign = Campaign(
         name=name,
@@ -88,6 +94,8 @@ def create_campaign(
         created_at=now,
         created_by_id=actor_id,
     )
+    campaign.subject, campaign.body = content.subject, content.body
+    campaign.offer_kind, campaign.offer_code = offer.kind, offer.code
     db.session.add(campaign)
     db.session.flush()
     audience = audiences.audience_select(
@@ -121,6 +129,8 @@ def create_campaign(
     )
     # Counted rather than taken from rowcount, which INSERT ... SELECT does not report everywhere.
     queued = db.session.scalar(sa.select(sa.func.count()).where(Invitation.campaign_id == campaign.id))
+    if offer.codes:
+        campaign_content.hand_out_offer_codes(campaign.id, offer.codes)
     audit.record(
         "campaign.create",
         "campaign",

@@ -7,13 +7,13 @@ import csv
 import io
 import itertools
 import re
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from datetime import UTC, date, datetime, time, tzinfo
 from decimal import Decimal, InvalidOperation
 from typing import IO
 from zoneinfo import ZoneInfo
 
-from app.exceptions import RowError, UnreadableFile
+from app.exceptions import InvalidInput, RowError, UnreadableFile
 
 DELIMITERS = ",;\t"
 # Read this much at a time: large enough that decoding and splitting stay in C, small enough
@@ -261,3 +261,20 @@ class ErrorReport:
         self._writer.writerow(
             [error.line, safe_cell(error.column), safe_cell(error.value), safe_cell(error.reason)]
         )
+
+
+def parse_mapping(entries: Iterable[str]) -> dict[str, str]:
+    """Column mappings as staff write them, one `COLUMN=FIELD` each ("E-Mail=email"), as
+    {column: field}. Blank entries are ignored; anything else without both sides is refused."""
+    mapping = {}
+    for number, entry in enumerate(entries, start=1):
+        if not entry.strip():
+            continue
+        column, equals, field_name = entry.rpartition("=")
+        if not equals or not column.strip() or not field_name.strip():
+            raise InvalidInput(
+                f"column names, line {number}: {entry.strip()!r} is not COLUMN=FIELD, "
+                'e.g. "Order Number=order_id"'
+            )
+        mapping[column.strip()] = field_name.strip()
+    return mapping

@@ -26,6 +26,7 @@ from app.tasks import RUN_IMPORT
 
 log = logging.getLogger("winback.imports")
 PROGRESS_EVERY_SECONDS = 0.5
+MAX_OPTIONS_LENGTH = 1000  # the job's options column
 
 
 def _importer(kind: ImportKind) -> Callable[..., ImportSummary]:
@@ -52,8 +53,16 @@ def start_import(
     strict: bool,
     actor_id: int | None,
     now: datetime,
+    mapping: dict[str, str] | None = None,
+    source: str | None = None,
 ) -> ImportJob:
-    """Keep the uploaded file, queue a job for it and hand it to a worker."""
+    """Keep the uploaded file, queue a job for it and hand it to a worker. `mapping` and
+    `source` are the command line's --map and --source (source for orders only)."""
+    if source and kind != ImportKind.ORDERS:
+        raise InvalidInput("source: only orders files have a source")
+    options = json.dumps({"day_first": day_first, "strict": strict, "map": mapping or {}, "source": source})
+    if len(options) > MAX_OPTIONS_LENGTH:
+        raise InvalidInput("column names: too many or too long; map only the columns that need it")
     safe_name = Path(filename or "upload.csv").name[:255] or "upload.csv"
     stored = upload_folder() / f"{secrets.token_hex(8)}.csv"
     with stored.open("wb") as target:
@@ -66,7 +75,7 @@ def start_import(
         kind=kind,
         filename=safe_name,
         stored_path=str(stored),
-        options=json.dumps({"day_first": day_first, "strict": strict}),
+        options=options,
         bytes_total=size,
         created_by_id=actor_id,
         created_at=now,
@@ -126,6 +135,7 @@ def run_import_job(job_id: int, *, now: datetime) -> ImportJob:
     job.started_at = now
     db.session.commit()
     options = json.loads(job.options)
+    extra = {"source": options["source"]} if options.get("source") else {}
     report_path = error_report_file(job)
     try:
         with open(job.stored_path, "rb") as stream, report_path.open("w", newline="") as report:
@@ -135,8 +145,10 @@ def run_import_job(job_id: int, *, now: datetime) -> ImportJob:
                 now=now,
                 strict=bool(options.get("strict")),
                 day_first=bool(options.get("day_first")),
+                mapping=options.get("map") or None,
                 progress=_Progress(job, stream),
                 error_report=report,
+                **extra,
             )
     except (UnreadableFile, InvalidInput) as exc:
         return _finish(job, ImportStatus.FAILED, message=f"{exc} Nothing was imported.")

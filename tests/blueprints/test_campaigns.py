@@ -195,3 +195,31 @@ def test_a_bad_rule_on_the_page_creates_nothing_and_says_why(staff_client, app):
     assert reply.status_code == 400
     assert "Number must be between 0 and 36500." in reply.get_data(as_text=True)
     assert campaigns.list_campaigns() == []
+
+
+def test_counting_on_the_page_keeps_what_was_typed_and_creates_nothing(staff_client, app):
+    make_customer("lost@example.com").segment = "Lost"
+    make_customer("risk@example.com").segment = "At risk"
+    db.session.commit()
+    page = staff_client.get("/staff/campaigns/new")
+    reply = staff_client.post(
+        "/staff/campaigns/new",
+        data={
+            "csrf_token": csrf_token(page.data),
+            "action": "count",
+            "name": "Kept name",
+            "lapsed_days": "180",
+            "segments": ["Lost"],
+            "cooldown_days": "90",
+            "subject": "Kept subject {{ first_name }}",
+            "body": "Kept body {{ link }}",
+            "offer_kind": "none",
+        },
+        content_type="multipart/form-data",
+    )
+    text = reply.get_data(as_text=True)
+    assert reply.status_code == 200
+    assert "<strong>1</strong> customer: not bought for 180 days; in Lost" in text
+    assert 'value="Kept name"' in text
+    assert "Kept body {{ link }}" in text
+    assert campaigns.list_campaigns() == []

@@ -8,7 +8,7 @@ import time
 import sqlalchemy as sa
 
 from app.extensions import db
-from app.models import Customer, ImportJob, ImportStatus, StaffRole
+from app.models import Customer, ImportJob, ImportStatus, Order, StaffRole
 from tests.conftest import csrf_token, log_in, make_staff
 
 CSV = b"email,first_name,total_spent\nada@example.com,Ada,10\nnot-an-email,Bob,5\n=cmd|' /C calc'!A0,Eve,1\n"
@@ -68,6 +68,40 @@ def test_a_file_that_cannot_be_read_fails_with_its_reason_and_changes_nothing(wo
     assert "Nothing was imported" in client.get(reply.headers["Location"]).get_data(as_text=True)
     with worker_app.app_context():
         assert db.session.scalar(sa.select(sa.func.count(Customer.id))) == 0
+
+
+def test_an_upload_reads_unrecognised_headers_through_a_mapping_and_keeps_its_source(worker_app):
+    client = worker_app.test_client()
+    log_in(client, "admin@example.com")
+    content = "Bestellnummer;E-Mail;Datum;Betrag;Währung\nA-1;ada@example.com;2024-01-05;12,50;EUR\n".encode()
+    reply = upload(
+        client,
+        content,
+        name="bestellungen.csv",
+        kind="orders",
+        mapping="Bestellnummer=order_id\r\nE-Mail=email\n\nDatum=placed_at\nBetrag=total\nWährung=currency",
+        source="webshop",
+    )
+    assert reply.status_code == 302
+    job = wait_for(worker_app, int(reply.headers["Location"].rsplit("/", 1)[1]))
+    assert job.status == ImportStatus.DONE, job.message
+    assert job.imported == 1
+    with worker_app.app_context():
+        order = db.session.scalar(sa.select(Order))
+        assert (order.source, order.external_id, order.amount) == ("webshop", "A-1", 1250)
+
+
+def test_a_wrong_mapping_or_source_is_refused_before_anything_is_kept(staff_client, app):
+    bad_line = upload(staff_client, b"E-Mail\nada@example.com\n", mapping="E-Mail=email\nnonsense")
+    assert bad_line.status_code == 400
+    assert "column names, line 2: &#39;nonsense&#39; is not COLUMN=FIELD" in bad_line.get_data(as_text=True)
+    source_for_customers = upload(staff_client, b"email\nada@example.com\n", source="shopify")
+    assert source_for_customers.status_code == 400
+    assert "source: only orders files have a source" in source_for_customers.get_data(as_text=True)
+    bad_source = upload(staff_client, b"email\nada@example.com\n", kind="orders", source="my shop!")
+    assert bad_source.status_code == 400
+    assert "Letters, digits, dots, dashes and underscores only." in bad_source.get_data(as_text=True)
+    assert db.session.scalar(sa.select(sa.func.count(ImportJob.id))) == 0
 
 
 def test_the_progress_page_shows_a_queued_job_and_refreshes(staff_client):
