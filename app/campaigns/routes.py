@@ -51,6 +51,7 @@ def new():
                 now=now,
                 actor_id=current_user.id,
                 body=form.body.data,
+                reminder_days=form.reminder_days.data,
                 **_offer(form),
             )
         except InvalidInput as exc:

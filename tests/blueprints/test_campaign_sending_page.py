@@ -46,3 +46,31 @@ def test_the_page_refreshes_itself_while_invitations_go_out(staff_client, app):
     assert '<meta http-equiv="refresh" content="3">' in body
     assert "0 of 1 invitations done" in body
     assert "<dt>Reminders</dt>\n  <dd>none planned</dd>" in body
+
+
+def create_from_the_page(staff_client, **fields):
+    from tests.conftest import csrf_token
+
+    page = staff_client.get("/staff/campaigns/new")
+    data = {"csrf_token": csrf_token(page.data), "name": "Reminded", "lapsed_days": "180", **fields}
+    return page, staff_client.post("/staff/campaigns/new", data=data)
+
+
+def test_the_new_campaign_form_plans_reminders(staff_client, app):
+    make_customer("ada@example.com")
+    page, reply = create_from_the_page(staff_client, reminder_days="3, 9")
+
+    assert 'name="reminder_days" type="text" value="4, 10"' in page.get_data(as_text=True)
+    assert reply.status_code == 302
+    assert campaigns.list_campaigns()[0].reminder_days == [3, 9]
+
+
+def test_an_empty_reminder_field_plans_none_and_a_bad_one_creates_nothing(staff_client, app):
+    _, reply = create_from_the_page(staff_client, reminder_days="")
+    assert reply.status_code == 302
+    assert campaigns.list_campaigns()[0].reminder_days == []
+
+    _, reply = create_from_the_page(staff_client, reminder_days="10, 4")
+    assert reply.status_code == 400
+    assert "reminder days: each from 1 to 365 days, increasing" in reply.get_data(as_text=True)
+    assert len(campaigns.list_campaigns()) == 1
