@@ -79,6 +79,10 @@ class Config:
     BUSINESS_NAME = _env("BUSINESS_NAME", "Winback Demo Shop")
     BUSINESS_POSTAL_ADDRESS = _env("BUSINESS_POSTAL_ADDRESS", "1 High Street, Exampletown EX1 1AA")
     TIMEZONE = _env("TIMEZONE", "UTC")
+    # The business's look on public pages: a logo (a path on this site or an https:// URL) and
+    # a brand colour as #rgb or #rrggbb (text on it is black or white, whichever contrasts more).
+    BUSINESS_LOGO_URL = _env("BUSINESS_LOGO_URL", "")
+    BRAND_COLOUR = _env("BRAND_COLOUR", "#1d4ed8")
 
     LAPSE_AFTER_DAYS = _env_int("LAPSE_AFTER_DAYS", 180)
     INVITATION_LINK_DAYS = _env_int("INVITATION_LINK_DAYS", 60)
@@ -115,6 +119,8 @@ class Config:
     RATELIMIT_STORAGE_URI = _env("RATELIMIT_STORAGE_URI", "memory://")
     RATELIMIT_HEADERS_ENABLED = True
     LOGIN_RATE_LIMIT = _env("LOGIN_RATE_LIMIT", "10 per 15 minutes")
+    # "Email me a fresh link" on the invalid-link page, per visitor address.
+    FRESH_LINK_RATE_LIMIT = _env("FRESH_LINK_RATE_LIMIT", "5 per hour")
 
     # Keys accepted by the JSON API under /api/v1 (comma separated); none set: every call gets 401.
     API_KEYS = _env_list("API_KEYS")
