@@ -15,13 +15,14 @@ from wtforms import (
     TelField,
     TextAreaField,
 )
-from wtforms.validators import DataRequired, Length, Optional, ValidationError
+from wtforms.validators import DataRequired, Length, Optional
 
 from app.models import ContactPreference, Response, StopReason, WouldReturn
 from app.services.survey import MAX_FOLLOW_UP, Answers
 from app.survey import choices
 
 MAX_TEXT = 2000
+PHONE_NEEDED = "Please give a phone number, or choose another way to reach you."
 _CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
 
 
@@ -95,9 +96,14 @@ class SurveyForm(FlaskForm):
             not errors for name, errors in self.errors.items() if name != "csrf_token"
         )
 
-    def validate_phone(self, field: StringField) -> None:
-        if self.contact_via.data == ContactPreference.PHONE.value and not (field.data or "").strip():
-            raise ValidationError("Please give a phone number, or choose another way to reach you.")
+    def validate(self, extra_validators=None) -> bool:
+        """The fields' own checks, then: a phone number is needed when "Phone" is chosen (an
+        Optional() field skips its inline validators when empty, so this is checked here)."""
+        valid = super().validate(extra_validators)
+        if self.contact_via.data == ContactPreference.PHONE.value and not (self.phone.data or "").strip():
+            self.phone.errors = [*self.phone.errors, PHONE_NEEDED]
+            return False
+        return valid
 
     def answers(self) -> Answers:
         """The validated answers for the service."""
