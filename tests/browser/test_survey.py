@@ -156,10 +156,11 @@ def test_answers_can_be_changed_until_triage_then_read_only(visit, survey_path, 
     page.get_by_role("heading", name="Thank you, Ada").wait_for()
     (response,) = stored()
     assert response.would_return.value == "yes"
+    response_id = response.id
+    db.session.rollback()  # read, then write, in one SQLite transaction could deadlock with the server
 
     staff_user = make_staff()
-    triage.set_outcome(response.id, Outcome.ACTIONABLE, actor_id=staff_user.id, now=utcnow())
-    db.session.commit()
+    triage.set_outcome(response_id, Outcome.ACTIONABLE, actor_id=staff_user.id, now=utcnow())
     browser.go(survey_path)
     assert page.get_by_role("link", name="Change my answers").count() == 0
     assert "can no longer be changed" in page.content()
