@@ -45,28 +45,40 @@ def open_invitation(token: str, *, now: datetime | None = None) -> Invitation:
     """The invitation behind a survey link. Every way a link can be bad raises InvalidLink.
 
     With `now`, the first opening is recorded: the only change a GET may make."""
+    return open_survey(token, now=now)[0]
+
+
+def open_survey(token: str, *, now: datetime | None = None) -> tuple[Invitation, Response | None]:
+    """The invitation behind a survey link and its response if it has one, in one query.
+    Every way a link can be bad raises InvalidLink.
+
+    With `now`, the first opening is recorded: the only change a GET may make. Later openings
+    only read (no write lock is taken)."""
     reference, nonce = read_survey_token(token)
-    if now is not None:
-        # Write first, then read: a GET's transaction may not hold the write lock up front.
+    invitation, response = _invitation_and_response(reference)
+    if invitation is None or invitation.revoked or invitation.nonce != nonce:
+        raise InvalidLink("unknown or revoked invitation")
+    if now is not None and invitation.opened_at is None:
+        # End the read first: a transaction that read may not then take SQLite's write lock.
+        db.session.rollback()
         db.session.execute(
             sa.update(Invitation)
-            .where(
-                Invitation.reference == reference,
-                Invitation.nonce == nonce,
-                Invitation.revoked.is_(False),
-                Invitation.opened_at.is_(None),
-            )
+            .where(Invitation.id == invitation.id, Invitation.opened_at.is_(None))
             .values(opened_at=now)
         )
         db.session.commit()
-    invitation = db.session.scalar(
-        sa.select(Invitation)
-        .options(joinedload(Invitation.customer), joinedload(Invitation.campaign))
+        invitation, response = _invitation_and_response(reference)
+    return invitation, response
+
+
+def _invitation_and_response(reference: str) -> tuple[Invitation | None, Response | None]:
+    row = db.session.execute(
+        sa.select(Invitation, Response)
+        .outerjoin(Response, Response.invitation_id == Invitation.id)
+        .options(joinedload(Invitation.customer))
         .where(Invitation.reference == reference)
-    )
-    if invitation is None or invitation.revoked or invitation.nonce != nonce:
-        raise InvalidLink("unknown or revoked invitation")
-    return invitation
+    ).first()
+    return (row[0], row[1]) if row is not None else (None, None)
 
 
 def response_for(invitation_id: int) -> Response | None:

@@ -51,8 +51,7 @@ def render_thanks(invitation: Invitation, response: Response, token: str):
 def show_form(token: str):
     """The form; once answered, the thank-you page (or, with ?edit, the answers to change).
     Records the first opening only."""
-    invitation = survey.open_invitation(token, now=utcnow())
-    response = survey.response_for(invitation.id)
+    invitation, response = survey.open_survey(token, now=utcnow())
     if response is None:
         return render_form(SurveyForm(), invitation, token)
     if "edit" in request.args and survey.is_editable(response):
