@@ -19,10 +19,11 @@
   document.querySelectorAll("[data-counts]").forEach(function (counter) {
     var field = document.getElementById(counter.getAttribute("data-counts"));
     var limit = parseInt(field.getAttribute("maxlength"), 10);
+    var template = counter.getAttribute("data-template") || "%(left)s";
     var timer = null;
     function show() {
       var left = limit - field.value.length;
-      counter.textContent = left + " of " + limit.toLocaleString("en") + " characters left";
+      counter.textContent = template.replace("%(left)s", String(left));
       counter.classList.toggle("over", left < 0);
     }
     // Announced politely, once typing pauses, rather than at every key.

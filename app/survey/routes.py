@@ -6,6 +6,7 @@ import contextlib
 
 from flask import Blueprint, current_app, redirect, render_template, request, url_for
 
+from app import i18n
 from app.exceptions import InvalidInput
 from app.extensions import csrf, limiter
 from app.models import Invitation, Response, utcnow
@@ -52,6 +53,7 @@ def show_form(token: str):
     """The form; once answered, the thank-you page (or, with ?edit, the answers to change).
     Records the first opening only."""
     invitation, response = survey.open_survey(token, now=utcnow())
+    i18n.use_customer_locale(invitation.customer.locale)
     if response is None:
         return render_form(SurveyForm(), invitation, token)
     if "edit" in request.args and survey.is_editable(response):
@@ -70,6 +72,7 @@ def submit(token: str):
         survey.send_fresh_link(token, now=utcnow())
         return render_template("errors/fresh_link_sent.html")
     invitation = survey.open_invitation(token)
+    i18n.use_customer_locale(invitation.customer.locale)
     form = SurveyForm()
     if not form.validate_on_submit():
         return render_form(form, invitation, token, status=400)
@@ -81,6 +84,7 @@ def submit(token: str):
 def follow_up(token: str):
     """The optional "what did we do to cause this?" after "No, never"."""
     invitation = survey.open_invitation(token)
+    i18n.use_customer_locale(invitation.customer.locale)
     form = FollowUpForm()
     if form.validate_on_submit():
         # No "No, never" answer to add it to (changed or triaged meanwhile): show the page as it is.

@@ -202,3 +202,28 @@ def test_an_expired_link_offers_a_fresh_one(visit, invitation, app, smtp):
     page.get_by_role("heading", name="Check your email").wait_for()
     (message,) = smtp.messages
     assert message["To"].addresses[0].addr_spec == "ada@example.com"
+
+
+def test_a_german_customer_answers_in_german(visit, invitation):
+    from tests.browser.conftest import axe_violations
+
+    invitation.customer.locale = "de"
+    db.session.commit()
+    path = f"/s/{make_survey_token(invitation.reference, invitation.nonce)}"
+    db.session.rollback()
+    browser = visit(width=360)
+    browser.go(path)
+    page = browser.page
+    assert page.get_attribute("html", "lang") == "de"
+    assert page.get_by_role("heading", name="Hallo Ada,").is_visible()
+    page.get_by_label("Ich habe woanders etwas Besseres gefunden", exact=True).check()
+    page.get_by_label("Welches?", exact=True).fill("Der Laden um die Ecke")
+    expect(page.locator("#win_back_text-counter")).to_have_text("Noch 2000 von 2.000 Zeichen")
+    page.get_by_label("Vielleicht", exact=True).check()
+    page.get_by_label("E-Mail", exact=True).check()
+    assert no_horizontal_scroll(page)
+    assert axe_violations(page) == []
+    page.get_by_role("button", name="Antworten senden").click()
+    page.get_by_role("heading", name="Vielen Dank, Ada").wait_for()
+    (response,) = stored()
+    assert response.better_elsewhere == "Der Laden um die Ecke"
