@@ -109,6 +109,9 @@ class Config:
 
     MAX_CONTENT_LENGTH = _env_int("MAX_UPLOAD_BYTES", 50 * 1024 * 1024)
     WTF_CSRF_TIME_LIMIT = _env_int("WTF_CSRF_TIME_LIMIT", 3600 * 4)
+    # Form messages are translated where they are shown (app/i18n.py); Flask-WTF's own lookup of
+    # WTForms' catalogues on every form cost a third of a survey page.
+    WTF_I18N_ENABLED = False
 
     # The public page is the same for everyone: each process keeps it for CACHE_DEFAULT_TIMEOUT
     # seconds (Flask-Caching; CACHE_TYPE=NullCache turns it off, RedisCache shares it).

@@ -26,6 +26,7 @@ from app.services import settings, suppressions
 from app.tokens import read_expired_survey_token, read_survey_token
 
 MAX_FOLLOW_UP = 2000
+DONT_CONTACT_NOTE = "Survey answer: please don't contact me."
 
 
 @dataclass(frozen=True)
@@ -130,8 +131,7 @@ def submit_response(invitation_id: int, answers: Answers, *, now: datetime, edit
     )
     db.session.add(response)
     invitation.answered_at = now
-    if answers.would_return == WouldReturn.NEVER:
-        suppressions.suppress(invitation.customer.email, SuppressionReason.NEVER, now)
+    _respect_wishes(invitation.customer.email, answers, now)
     try:
         db.session.commit()
     except IntegrityError:
@@ -165,16 +165,23 @@ def _replace_answers(response: Response, answers: Answers, *, now: datetime) -> 
         .where(Response.id == response.id, Response.outcome.is_(None), Response.triaged_at.is_(None))
         .values(**values)
     ).rowcount
-    if changed and answers.would_return == WouldReturn.NEVER:
-        customer = db.session.scalar(
-            sa.select(Invitation)
-            .options(joinedload(Invitation.customer))
-            .where(Invitation.id == response.invitation_id)
-        ).customer
-        suppressions.suppress(customer.email, SuppressionReason.NEVER, now)
+    if changed:
+        invitation = db.session.get(
+            Invitation, response.invitation_id, options=[joinedload(Invitation.customer)]
+        )
+        _respect_wishes(invitation.customer.email, answers, now)
     db.session.commit()
     db.session.refresh(response)
     return response
+
+
+def _respect_wishes(email: str, answers: Answers, now: datetime) -> None:
+    """ "No, never" and "Please don't contact me" both keep the address out of every later
+    campaign and reminder: it is suppressed (staff can lift it if asked to)."""
+    if answers.would_return == WouldReturn.NEVER:
+        suppressions.suppress(email, SuppressionReason.NEVER, now)
+    elif answers.contact_via == ContactPreference.NONE:
+        suppressions.suppress(email, SuppressionReason.UNSUBSCRIBED, now, note=DONT_CONTACT_NOTE)
 
 
 def save_follow_up(invitation_id: int, text: str) -> Response:

@@ -162,8 +162,22 @@ def test_email_is_the_channel_when_chosen(client, survey_url):
     assert "will email you" in answer(client, survey_url)
 
 
-def test_please_dont_contact_me_is_repeated_back(client, survey_url):
-    assert "we won't contact you about it" in answer(client, survey_url, contact_via="none")
+def test_please_dont_contact_me_is_respected_from_then_on(client, survey_url):
+    assert "As you asked, we won't contact you again." in answer(client, survey_url, contact_via="none")
+    suppression = suppressions.suppression_for("ada@example.com")
+    assert suppression.reason == SuppressionReason.UNSUBSCRIBED
+    assert "please don't contact me" in suppression.note
+    # So no later campaign invites them.
+    campaign, _ = campaigns.create_campaign(name="Later", lapsed_days=180, now=utcnow())
+    assert db.session.scalar(sa.select(sa.func.count()).where(Invitation.campaign_id == campaign.id)) == 0
+
+
+def test_a_missing_phone_number_is_refused_when_phone_is_chosen(client, survey_url):
+    page = client.get(survey_url)
+    reply = client.post(survey_url, data=answers(page.data, contact_via="phone", phone="  "))
+    assert reply.status_code == 400
+    assert "Please give a phone number, or choose another way to reach you." in reply.get_data(as_text=True)
+    assert stored_responses() == []
 
 
 # --- suggested outcome ------------------------------------------------------------------------
