@@ -227,3 +227,41 @@ def test_a_german_customer_answers_in_german(visit, invitation):
     page.get_by_role("heading", name="Vielen Dank, Ada").wait_for()
     (response,) = stored()
     assert response.better_elsewhere == "Der Laden um die Ecke"
+
+
+def test_a_form_left_open_too_long_comes_back_with_the_answers_kept(visit, survey_path, app):
+    app.config["WTF_CSRF_TIME_LIMIT"] = 1
+    browser = visit()
+    browser.go(survey_path)
+    page = browser.page
+    fill_required(page, stop="Delivery or availability")
+    free_text = page.get_by_label("We really valued your custom. What would it take to win you back?")
+    free_text.fill("Faster post.")
+    page.wait_for_timeout(2100)
+    page.get_by_role("button", name="Send my answers").click()
+    page.get_by_text("This page was open for a long time, so please send it again.").wait_for()
+    assert page.get_by_label("Delivery or availability", exact=True).is_checked()
+    assert free_text.input_value() == "Faster post."
+    assert stored() == []
+    app.config["WTF_CSRF_TIME_LIMIT"] = 3600
+    page.get_by_role("button", name="Send my answers").click()
+    page.get_by_role("heading", name="Thank you, Ada").wait_for()
+    (response,) = stored()
+    assert response.win_back_text == "Faster post."
+
+
+def test_keyboard_focus_is_visible(visit, survey_path):
+    browser = visit()
+    browser.go(survey_path)
+    page = browser.page
+    page.keyboard.press("Tab")  # the skip link
+    assert page.evaluate("document.activeElement.textContent") == "Skip to content"
+    page.keyboard.press("Tab")
+    page.keyboard.press("Tab")  # the first answer
+    focused = page.evaluate(
+        "(() => { const style = getComputedStyle(document.activeElement);"
+        " return [document.activeElement.id, style.outlineStyle, parseFloat(style.outlineWidth)]; })()"
+    )
+    assert focused[0] == "stop_reason-0"
+    assert focused[1] != "none"
+    assert focused[2] >= 2
