@@ -71,10 +71,13 @@ def submit(token: str):
     if FRESH_LINK_FIELD in request.form:
         survey.send_fresh_link(token, now=utcnow())
         return render_template("errors/fresh_link_sent.html")
+    # The form is checked before the database is touched: on SQLite a POST holds the write lock
+    # from its first query to its commit, and other answers wait for it.
+    form = SurveyForm()
+    valid = form.validate_on_submit()
     invitation = survey.open_invitation(token)
     i18n.use_customer_locale(invitation.customer.locale)
-    form = SurveyForm()
-    if not form.validate_on_submit():
+    if not valid:
         return render_form(form, invitation, token, status=400)
     survey.submit_response(invitation.id, form.answers(), now=utcnow(), edit=form.edit.data == "1")
     return redirect(url_for("survey.show_form", token=token), code=303)
