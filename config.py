@@ -124,6 +124,8 @@ class Config:
     LOGIN_RATE_LIMIT = _env("LOGIN_RATE_LIMIT", "10 per 15 minutes")
     # "Email me a fresh link" on the invalid-link page, per visitor address.
     FRESH_LINK_RATE_LIMIT = _env("FRESH_LINK_RATE_LIMIT", "5 per hour")
+    # ... and per link, whoever presses it, so that no one address is flooded.
+    FRESH_LINK_PER_LINK_LIMIT = _env("FRESH_LINK_PER_LINK_LIMIT", "3 per day")
 
     # Keys accepted by the JSON API under /api/v1 (comma separated); none set: every call gets 401.
     API_KEYS = _env_list("API_KEYS")

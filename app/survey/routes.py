@@ -23,6 +23,15 @@ def _fresh_link_limit() -> str:
     return current_app.config["FRESH_LINK_RATE_LIMIT"]
 
 
+def _per_link_limit() -> str:
+    return current_app.config["FRESH_LINK_PER_LINK_LIMIT"]
+
+
+def _link_key() -> str:
+    # Keyed by the link itself: one address is not flooded, whoever presses the button.
+    return "fresh-link:" + (request.view_args or {}).get("token", "")
+
+
 def _not_fresh_link_request() -> bool:
     return FRESH_LINK_FIELD not in request.form
 
@@ -64,6 +73,7 @@ def show_form(token: str):
 @bp.post("/<token>")
 @csrf.exempt  # the form checks its own CSRF token, so that a stale page keeps the answers typed
 @limiter.limit(_fresh_link_limit, exempt_when=_not_fresh_link_request)
+@limiter.limit(_per_link_limit, key_func=_link_key, exempt_when=_not_fresh_link_request)
 def submit(token: str):
     """Store the answers (once; replaced only by an explicit edit), then thank them.
 

@@ -264,11 +264,25 @@ def test_no_fresh_link_for_a_suppressed_address_or_a_revoked_invitation(app, cli
     assert smtp.messages == []
 
 
-def test_fresh_links_are_rate_limited(app, client, invitation, smtp):
-    expired = expired_token(app, invitation)
-    statuses = [client.post(f"/s/{expired}", data={"fresh_link": "1"}).status_code for _ in range(6)]
+def test_fresh_links_are_rate_limited_per_visitor(app, client, invitation, smtp):
+    statuses = [client.post(f"/s/link{n}", data={"fresh_link": "1"}).status_code for n in range(6)]
     assert statuses == [200] * 5 + [429]
-    assert len(smtp.messages) == 5
+    # The limit is on the button only: answering the survey is not counted.
+    token = make_survey_token(invitation.reference, invitation.nonce)
+    page = client.get(f"/s/{token}")
+    assert client.post(f"/s/{token}", data=answers(page.data)).status_code == 303
+
+
+def test_fresh_links_are_rate_limited_per_link(app, client, invitation, smtp):
+    expired = expired_token(app, invitation)
+    statuses = []
+    for number in range(4):  # from four different visitors
+        reply = client.post(
+            f"/s/{expired}", data={"fresh_link": "1"}, environ_base={"REMOTE_ADDR": f"192.0.2.{number}"}
+        )
+        statuses.append(reply.status_code)
+    assert statuses == [200] * 3 + [429]
+    assert len(smtp.messages) == 3
     # The limit is on the button only: answering the survey is not counted.
     token = make_survey_token(invitation.reference, invitation.nonce)
     page = client.get(f"/s/{token}")
