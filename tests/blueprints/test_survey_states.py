@@ -332,3 +332,13 @@ def test_an_https_logo_is_shown_and_allowed_by_the_policy(database, tmp_path):
 
 def test_responses_table_has_the_follow_up_column(app):
     assert "follow_up_text" in Response.__table__.columns
+
+
+@pytest.mark.parametrize("locale", ["en", "de"])
+def test_a_hostile_first_name_is_shown_as_text_in_either_language(client, invitation, survey_url, locale):
+    invitation.customer.first_name = '<img src=x onerror="alert(1)">'
+    invitation.customer.locale = locale
+    db.session.commit()
+    body = client.get(survey_url).get_data(as_text=True)
+    assert '<img src=x onerror="alert(1)">' not in body
+    assert "&lt;img src=x onerror=&#34;alert(1)&#34;&gt;" in body
