@@ -16,11 +16,14 @@ Targets (issue 5): GET at least 0.5x and POST at least 0.3x the baseline's reque
 
 Environment knobs: ``BENCH_ROUNDS`` (default 3), ``BENCH_SECONDS`` per round (default 5),
 ``BENCH_CONNECTIONS`` (default 16), ``BENCH_WORKERS`` (default 2), ``BENCH_THREADS`` (default 4),
-``SURVEY_INVITATIONS`` (default 20000).
+``SURVEY_INVITATIONS`` (default 20000), ``BENCH_DATABASE_URL`` (a PostgreSQL server, e.g.
+``postgresql://postgres@127.0.0.1:5432/postgres``: the run then works in a database of its own,
+created and dropped there, instead of SQLite).
 """
 
 from __future__ import annotations
 
+import contextlib
 import http.client
 import http.cookies
 import os
@@ -30,6 +33,7 @@ import subprocess
 import sys
 import textwrap
 import urllib.parse
+import uuid
 from pathlib import Path
 
 from common import ROOT, finish_work_dir, machine, new_work_dir
@@ -154,6 +158,28 @@ COUNT_SCRIPT = textwrap.dedent(
 )
 
 
+@contextlib.contextmanager
+def bench_database(env: dict[str, str]):
+    """With BENCH_DATABASE_URL, a fresh PostgreSQL database for this run (dropped after it);
+    otherwise the instance folder's SQLite file. Yields a label for the output."""
+    server = os.environ.get("BENCH_DATABASE_URL")
+    if not server:
+        yield "SQLite"
+        return
+    import psycopg
+
+    name = f"winback_bench_{uuid.uuid4().hex[:10]}"
+    with psycopg.connect(server, autocommit=True) as connection:
+        connection.execute(f"CREATE DATABASE {name}")
+    parts = urllib.parse.urlsplit(server)
+    env["DATABASE_URL"] = urllib.parse.urlunsplit(parts._replace(path=f"/{name}"))
+    try:
+        yield "PostgreSQL"
+    finally:
+        with psycopg.connect(server, autocommit=True) as connection:
+            connection.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+
+
 def flask(env: dict[str, str], *args: str) -> str:
     """Run one `flask --app wsgi` command; its output, or an error naming it."""
     command = [sys.executable, "-m", "flask", "--app", "wsgi", *args]
@@ -268,7 +294,9 @@ def main() -> int:
     print(f"servers: gunicorn -k gthread --workers {WORKERS} --threads {THREADS}, {ROUNDS} rounds, A then B")
     procs: list[subprocess.Popen[bytes]] = []
     ok = False
+    database = contextlib.ExitStack()
     try:
+        print(f"database: {database.enter_context(bench_database(env))}")
         prepare_database(env)
         invite_customers(env, work)
         links_file = work / "all-links.txt"
@@ -365,6 +393,7 @@ def main() -> int:
     finally:
         for proc in procs:
             stop(proc)
+        database.close()
         finish_work_dir(work, ok)
     return 0
 
