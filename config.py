@@ -92,6 +92,10 @@ class Config:
     BUSINESS_NAME = _env("BUSINESS_NAME", "Winback Demo Shop")
     BUSINESS_POSTAL_ADDRESS = _env("BUSINESS_POSTAL_ADDRESS", "1 High Street, Exampletown EX1 1AA")
     TIMEZONE = _env("TIMEZONE", "UTC")
+    # The business's look on public pages: a logo (a path on this site or an https:// URL) and
+    # a brand colour as #rgb or #rrggbb (text on it is black or white, whichever contrasts more).
+    BUSINESS_LOGO_URL = _env("BUSINESS_LOGO_URL", "")
+    BRAND_COLOUR = _env("BRAND_COLOUR", "#1d4ed8")
 
     LAPSE_AFTER_DAYS = _env_int("LAPSE_AFTER_DAYS", 180)
     INVITATION_LINK_DAYS = _env_int("INVITATION_LINK_DAYS", 60)
@@ -124,6 +128,9 @@ class Config:
 
     MAX_CONTENT_LENGTH = _env_int("MAX_UPLOAD_BYTES", 50 * 1024 * 1024)
     WTF_CSRF_TIME_LIMIT = _env_int("WTF_CSRF_TIME_LIMIT", 3600 * 4)
+    # Form messages are translated where they are shown (app/i18n.py); Flask-WTF's own lookup of
+    # WTForms' catalogues on every form cost a third of a survey page.
+    WTF_I18N_ENABLED = False
 
     # The public page is the same for everyone: each process keeps it for CACHE_DEFAULT_TIMEOUT
     # seconds (Flask-Caching; CACHE_TYPE=NullCache turns it off, RedisCache shares it).
@@ -134,6 +141,10 @@ class Config:
     RATELIMIT_STORAGE_URI = _env("RATELIMIT_STORAGE_URI", "memory://")
     RATELIMIT_HEADERS_ENABLED = True
     LOGIN_RATE_LIMIT = _env("LOGIN_RATE_LIMIT", "10 per 15 minutes")
+    # "Email me a fresh link" on the invalid-link page, per visitor address.
+    FRESH_LINK_RATE_LIMIT = _env("FRESH_LINK_RATE_LIMIT", "5 per hour")
+    # ... and per link, whoever presses it, so that no one address is flooded.
+    FRESH_LINK_PER_LINK_LIMIT = _env("FRESH_LINK_PER_LINK_LIMIT", "3 per day")
 
     # Keys accepted by the JSON API under /api/v1 (comma separated); none set: every call gets 401.
     API_KEYS = _env_list("API_KEYS")

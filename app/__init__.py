@@ -50,7 +50,7 @@ def register_logging(app: Flask) -> None:
 
 def register_extensions(app: Flask) -> None:
     """Bind every extension created unbound in app/extensions.py."""
-    from app import database
+    from app import database, i18n
     from app.auth.session import init_login
     from app.extensions import cache, csrf, db, limiter, mail, migrate
     from app.tasks import celery_init_app
@@ -63,6 +63,7 @@ def register_extensions(app: Flask) -> None:
     limiter.init_app(app)
     cache.init_app(app)
     init_login(app)
+    i18n.init_app(app)
     celery_init_app(app)
 
 

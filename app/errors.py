@@ -42,7 +42,11 @@ def init_app(app: Flask) -> None:
 
     @app.errorhandler(InvalidLink)
     def _invalid_link(_error: InvalidLink):
-        # Tampered, unknown, revoked and expired links all get this same page.
+        # Tampered, unknown, revoked and expired links all get this same page. Its "Email me a
+        # fresh link" button posts back to the same URL: every such request gets the same reply
+        # (the survey's own view sends a fresh link for a genuine expired one).
+        if request.method == "POST" and "fresh_link" in request.form:
+            return render_template("errors/fresh_link_sent.html")
         return render_template("errors/invalid_link.html"), 404
 
     @app.errorhandler(NotFound)

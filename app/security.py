@@ -4,21 +4,33 @@ from __future__ import annotations
 
 import logging
 import re
+from urllib.parse import urlsplit
 
 from flask import Flask, Response, request
 
-CONTENT_SECURITY_POLICY = "; ".join(
-    [
-        "default-src 'self'",
-        "script-src 'self'",
-        "style-src 'self'",
-        "img-src 'self' data:",
-        "object-src 'none'",
-        "base-uri 'none'",
-        "frame-ancestors 'none'",
-        "form-action 'self'",
-    ]
-)
+
+def content_security_policy(logo_url: str = "") -> str:
+    """The policy: this site only; the one exception is the origin of an https logo
+    (BUSINESS_LOGO_URL), allowed to serve images."""
+    images = "img-src 'self' data:"
+    parts = urlsplit(logo_url or "")
+    if parts.scheme == "https" and parts.netloc:
+        images += f" https://{parts.netloc}"
+    return "; ".join(
+        [
+            "default-src 'self'",
+            "script-src 'self'",
+            "style-src 'self'",
+            images,
+            "object-src 'none'",
+            "base-uri 'none'",
+            "frame-ancestors 'none'",
+            "form-action 'self'",
+        ]
+    )
+
+
+CONTENT_SECURITY_POLICY = content_security_policy()
 
 # Pages that show personal data or a form: never stored by a browser or a proxy.
 PRIVATE_BLUEPRINTS = {"survey", "unsubscribe", "auth", "staff"}
@@ -59,11 +71,12 @@ def init_app(app: Flask) -> None:
     logging.getLogger("gunicorn.access").addFilter(REDACT_TOKENS)
     app.logger.addFilter(REDACT_TOKENS)  # "Exception on /s/<token> [GET]" on unexpected errors
     production = app.config.get("ENV_NAME") == "production"
+    policy = content_security_policy(app.config.get("BUSINESS_LOGO_URL") or "")
 
     @app.after_request
     def _security_headers(response: Response) -> Response:
         headers = response.headers
-        headers.setdefault("Content-Security-Policy", CONTENT_SECURITY_POLICY)
+        headers.setdefault("Content-Security-Policy", policy)
         headers.setdefault("X-Content-Type-Options", "nosniff")
         headers.setdefault("Referrer-Policy", "same-origin")
         headers.setdefault("X-Frame-Options", "DENY")

@@ -37,6 +37,23 @@ def read_survey_token(token: str) -> tuple[str, str]:
     return _pair(payload)
 
 
+def read_expired_survey_token(token: str, *, now_timestamp: float) -> tuple[str, str]:
+    """(reference, nonce) from a genuine survey token that is past its lifetime only: a token
+    that does not verify, is still valid, or is dated in the future raises InvalidLink."""
+    max_age = int(current_app.config["INVITATION_LINK_DAYS"]) * 86400
+    serializer = URLSafeTimedSerializer(_keys(), salt=SURVEY_SALT)
+    try:
+        serializer.loads(token, max_age=max_age)
+    except SignatureExpired as exc:
+        signed_at = exc.date_signed.timestamp() if exc.date_signed else None
+        if signed_at is None or signed_at > now_timestamp or exc.payload is None:
+            raise InvalidLink("survey link dated in the future") from exc
+        return _pair(serializer.load_payload(exc.payload))
+    except BadSignature as exc:
+        raise InvalidLink("survey link does not verify") from exc
+    raise InvalidLink("survey link has not expired")
+
+
 def make_unsubscribe_token(reference: str) -> str:
     """A link token that unsubscribes the invitation's address; it never expires."""
     return URLSafeSerializer(_keys(), salt=UNSUBSCRIBE_SALT).dumps([reference])

@@ -29,6 +29,8 @@ class Response(Base):
     contact_via: Mapped[ContactPreference] = mapped_column(str_enum(ContactPreference))
     phone: Mapped[str] = mapped_column(sa.String(40), default="")
     may_quote: Mapped[bool] = mapped_column(default=False)
+    # Asked after "No, never" only: what we did to cause this (optional, may come later).
+    follow_up_text: Mapped[str] = mapped_column(sa.Text, default="", server_default="")
     submitted_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
 
     suggested_outcome: Mapped[Outcome] = mapped_column(str_enum(Outcome))

@@ -200,6 +200,7 @@ def export_customer(customer_id: int) -> dict:
                 "better_elsewhere": response.better_elsewhere,
                 "win_back_text": response.win_back_text,
                 "would_return": response.would_return.value,
+                "follow_up_text": response.follow_up_text,
                 "contact_via": response.contact_via.value,
                 "phone": response.phone,
                 "may_quote": response.may_quote,

@@ -14,6 +14,7 @@ from app.improvements.routes import bp as improvements_bp
 from app.models import StaffRole, utcnow
 from app.privacy.routes import bp as privacy_bp
 from app.services import reports
+from app.settings.routes import bp as settings_bp
 from app.suppressions.routes import bp as suppressions_bp
 from app.triage.routes import bp as triage_bp
 
@@ -27,6 +28,7 @@ for child in (
     imports_bp,
     suppressions_bp,
     privacy_bp,
+    settings_bp,
 ):
     bp.register_blueprint(child)
 

@@ -19,6 +19,8 @@ QUESTION_WIN_BACK = "We really valued your custom. What would it take to win you
 QUESTION_WOULD_RETURN = "Would you consider buying from us again?"
 QUESTION_CONTACT = "How should we get back to you?"
 QUESTION_MAY_QUOTE = "You may quote my words, without my name, on your 'You Said, We Did' page."
+QUESTION_FOLLOW_UP = "Would you tell us what we did to cause this?"
+QUESTION_REFERRAL = "Know someone who might like us?"
 LABEL_BETTER_ELSEWHERE = "Which?"
 LABEL_PHONE = "Phone number"
 

@@ -5,14 +5,24 @@ from __future__ import annotations
 import re
 
 from flask_wtf import FlaskForm
-from wtforms import BooleanField, RadioField, SelectChoice, StringField, SubmitField, TextAreaField
-from wtforms.validators import DataRequired, Length, Optional, ValidationError
+from wtforms import (
+    BooleanField,
+    HiddenField,
+    RadioField,
+    SelectChoice,
+    StringField,
+    SubmitField,
+    TelField,
+    TextAreaField,
+)
+from wtforms.validators import DataRequired, Length, Optional
 
-from app.models import ContactPreference, StopReason, WouldReturn
-from app.services.survey import Answers
+from app.models import ContactPreference, Response, StopReason, WouldReturn
+from app.services.survey import MAX_FOLLOW_UP, Answers
 from app.survey import choices
 
 MAX_TEXT = 2000
+PHONE_NEEDED = "Please give a phone number, or choose another way to reach you."
 _CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
 
 
@@ -51,15 +61,49 @@ class SurveyForm(FlaskForm):
         choices=_options(choices.CONTACT_LABELS),
         validators=[DataRequired(message="Please choose how we should get back to you.")],
     )
-    phone = StringField(
-        choices.LABEL_PHONE, validators=[Optional(), Length(max=40)], filters=[_strip_controls]
+    phone = TelField(
+        choices.LABEL_PHONE,
+        validators=[Optional(), Length(max=40)],
+        filters=[_strip_controls],
+        render_kw={"autocomplete": "tel"},
     )
     may_quote = BooleanField(choices.QUESTION_MAY_QUOTE)
+    # "1" when changing answers already sent: only then may a submission replace them.
+    edit = HiddenField()
     submit = SubmitField("Send my answers")
 
-    def validate_phone(self, field: StringField) -> None:
-        if self.contact_via.data == ContactPreference.PHONE.value and not (field.data or "").strip():
-            raise ValidationError("Please give a phone number, or choose another way to reach you.")
+    @classmethod
+    def from_response(cls, response: Response) -> SurveyForm:
+        """The form filled with stored answers, to change them."""
+        form = cls(
+            data={
+                "stop_reason": response.stop_reason.value,
+                "better_elsewhere": response.better_elsewhere,
+                "win_back_text": response.win_back_text,
+                "would_return": response.would_return.value,
+                "contact_via": response.contact_via.value,
+                "phone": response.phone,
+                "may_quote": response.may_quote,
+                "edit": "1",
+            }
+        )
+        return form
+
+    @property
+    def only_csrf_failed(self) -> bool:
+        """True when the answers are fine and only the form's time ran out."""
+        return bool(self.csrf_token.errors) and all(
+            not errors for name, errors in self.errors.items() if name != "csrf_token"
+        )
+
+    def validate(self, extra_validators=None) -> bool:
+        """The fields' own checks, then: a phone number is needed when "Phone" is chosen (an
+        Optional() field skips its inline validators when empty, so this is checked here)."""
+        valid = super().validate(extra_validators)
+        if self.contact_via.data == ContactPreference.PHONE.value and not (self.phone.data or "").strip():
+            self.phone.errors = [*self.phone.errors, PHONE_NEEDED]
+            return False
+        return valid
 
     def answers(self) -> Answers:
         """The validated answers for the service."""
@@ -76,3 +120,14 @@ class SurveyForm(FlaskForm):
             phone=(self.phone.data or "").strip() if contact == ContactPreference.PHONE else "",
             may_quote=bool(self.may_quote.data),
         )
+
+
+class FollowUpForm(FlaskForm):
+    """The one optional question after "No, never"."""
+
+    follow_up_text = TextAreaField(
+        choices.QUESTION_FOLLOW_UP,
+        validators=[Optional(), Length(max=MAX_FOLLOW_UP)],
+        filters=[_strip_controls],
+    )
+    submit = SubmitField("Send")

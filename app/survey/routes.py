@@ -2,34 +2,105 @@
 
 from __future__ import annotations
 
-from flask import Blueprint, redirect, render_template, url_for
+import contextlib
 
-from app.models import utcnow
+from flask import Blueprint, current_app, redirect, render_template, request, url_for
+
+from app import i18n
+from app.exceptions import InvalidInput
+from app.extensions import csrf, limiter
+from app.models import Invitation, Response, utcnow
 from app.services import survey
-from app.survey.forms import SurveyForm
+from app.survey.forms import FollowUpForm, SurveyForm
+from app.urls import public_url
 
 bp = Blueprint("survey", __name__, url_prefix="/s")
+
+FRESH_LINK_FIELD = "fresh_link"
+
+
+def _fresh_link_limit() -> str:
+    return current_app.config["FRESH_LINK_RATE_LIMIT"]
+
+
+def _per_link_limit() -> str:
+    return current_app.config["FRESH_LINK_PER_LINK_LIMIT"]
+
+
+def _link_key() -> str:
+    # Keyed by the link itself: one address is not flooded, whoever presses the button.
+    return "fresh-link:" + (request.view_args or {}).get("token", "")
+
+
+def _not_fresh_link_request() -> bool:
+    return FRESH_LINK_FIELD not in request.form
+
+
+def render_form(form: SurveyForm, invitation: Invitation, token: str, status: int = 200):
+    """The form, with the phone number we know when none was typed."""
+    if invitation.customer.phone and not form.phone.data:
+        form.phone.data = invitation.customer.phone
+    return render_template("survey/form.html", form=form, invitation=invitation, token=token), status
+
+
+def render_thanks(invitation: Invitation, response: Response, token: str):
+    """The thank-you page that follows the answer; the answers, with a way to change them until
+    staff triage them."""
+    return render_template(
+        "survey/thanks.html",
+        invitation=invitation,
+        response=response,
+        token=token,
+        editable=survey.is_editable(response),
+        follow_up=FollowUpForm(data={"follow_up_text": response.follow_up_text}),
+        share_url=public_url("you_said_we_did.index"),
+    )
 
 
 @bp.get("/<token>")
 def show_form(token: str):
-    """The form, or the thank-you page once answered. Records the first opening only."""
-    invitation = survey.open_invitation(token, now=utcnow())
-    response = survey.response_for(invitation.id)
-    if response is not None:
-        return render_template("survey/thanks.html", invitation=invitation, response=response)
-    form = SurveyForm()
-    if invitation.customer.phone and not form.phone.data:
-        form.phone.data = invitation.customer.phone
-    return render_template("survey/form.html", form=form, invitation=invitation, token=token)
+    """The form; once answered, the thank-you page (or, with ?edit, the answers to change).
+    Records the first opening only."""
+    invitation, response = survey.open_survey(token, now=utcnow())
+    i18n.use_customer_locale(invitation.customer.locale)
+    if response is None:
+        return render_form(SurveyForm(), invitation, token)
+    if "edit" in request.args and survey.is_editable(response):
+        return render_form(SurveyForm.from_response(response), invitation, token)
+    return render_thanks(invitation, response, token)
 
 
 @bp.post("/<token>")
+@csrf.exempt  # the form checks its own CSRF token, so that a stale page keeps the answers typed
+@limiter.limit(_fresh_link_limit, exempt_when=_not_fresh_link_request)
+@limiter.limit(_per_link_limit, key_func=_link_key, exempt_when=_not_fresh_link_request)
 def submit(token: str):
-    """Store the answers once, then thank them."""
-    invitation = survey.open_invitation(token)
+    """Store the answers (once; replaced only by an explicit edit), then thank them.
+
+    The invalid-link page's "Email me a fresh link" button posts here too, to the same URL."""
+    if FRESH_LINK_FIELD in request.form:
+        survey.send_fresh_link(token, now=utcnow())
+        return render_template("errors/fresh_link_sent.html")
+    # The form is checked before the database is touched: on SQLite a POST holds the write lock
+    # from its first query to its commit, and other answers wait for it.
     form = SurveyForm()
-    if not form.validate_on_submit():
-        return render_template("survey/form.html", form=form, invitation=invitation, token=token), 400
-    survey.submit_response(invitation.id, form.answers(), now=utcnow())
+    valid = form.validate_on_submit()
+    invitation = survey.open_invitation(token)
+    i18n.use_customer_locale(invitation.customer.locale)
+    if not valid:
+        return render_form(form, invitation, token, status=400)
+    survey.submit_response(invitation.id, form.answers(), now=utcnow(), edit=form.edit.data == "1")
     return redirect(url_for("survey.show_form", token=token), code=303)
+
+
+@bp.post("/<token>/follow-up")
+def follow_up(token: str):
+    """The optional "what did we do to cause this?" after "No, never"."""
+    invitation = survey.open_invitation(token)
+    i18n.use_customer_locale(invitation.customer.locale)
+    form = FollowUpForm()
+    if form.validate_on_submit():
+        # No "No, never" answer to add it to (changed or triaged meanwhile): show the page as it is.
+        with contextlib.suppress(InvalidInput):
+            survey.save_follow_up(invitation.id, form.follow_up_text.data or "")
+    return redirect(url_for("survey.show_form", token=token) + "#follow-up", code=303)

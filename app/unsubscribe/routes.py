@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from flask import Blueprint, render_template
 
+from app import i18n
 from app.extensions import csrf
 from app.models import utcnow
 from app.services import unsubscribe
@@ -14,7 +15,8 @@ bp = Blueprint("unsubscribe", __name__, url_prefix="/u")
 @bp.get("/<token>")
 def confirm(token: str):
     """A confirm button; a GET never unsubscribes (link scanners fetch every URL)."""
-    unsubscribe.invitation_for(token)
+    invitation = unsubscribe.invitation_for(token)
+    i18n.use_customer_locale(invitation.customer.locale)
     return render_template("unsubscribe/confirm.html", token=token)
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import html
 import threading
 
 import pytest
@@ -33,8 +34,8 @@ LABELS = [
     "How should we get back to you?",
     "Email",
     "Phone",
-    "Please don&#39;t contact me",
-    "You may quote my words, without my name, on your &#39;You Said, We Did&#39; page.",
+    "Please don't contact me",
+    "You may quote my words, without my name, on your 'You Said, We Did' page.",
 ]
 
 
@@ -70,7 +71,7 @@ def stored_responses() -> list[Response]:
 def test_the_form_shows_the_five_questions_with_their_exact_labels(client, survey_url):
     page = client.get(survey_url)
     assert page.status_code == 200
-    body = page.get_data(as_text=True)
+    body = html.unescape(page.get_data(as_text=True))
     for label in LABELS:
         assert label in body, label
     assert "Hello Ada," in body

@@ -237,6 +237,7 @@ def test_the_export_holds_profile_orders_invitations_answers_and_suppression(app
     assert data["invitations"][0]["status"] == "queued"
     assert data["responses"][0]["win_back_text"] == "Free delivery over £20"
     assert data["responses"][0]["phone"] == "+44 7700 900123"
+    assert data["responses"][0]["follow_up_text"] == ""
     assert data["suppression"] == {"suppressed": False, "reason": None, "since": None}
     text = json.dumps(data)  # JSON-ready as it is
     assert invitation.reference not in text

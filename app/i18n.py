@@ -1,0 +1,54 @@
+"""Languages: the survey, its pages and the unsubscribe pages speak English or German.
+
+The customer's stored locale decides on pages opened from their link; otherwise the browser's
+Accept-Language does; staff pages are in English. Translations live in app/translations
+(`pybabel compile -d app/translations` after editing a .po file)."""
+
+from __future__ import annotations
+
+import flask_babel
+from flask import Flask, g, has_request_context, request
+from flask_babel import Babel
+
+SUPPORTED_LOCALES = ("en", "de")
+DEFAULT_LOCALE = "en"
+# Pages always shown in English, whatever the browser asks for.
+ENGLISH_ONLY_BLUEPRINTS = {"staff", "auth", "api", "health"}
+
+babel = Babel()
+
+
+def supported_locale(value: str | None) -> str | None:
+    """A stored or requested locale ("de", "de-DE", "de_AT") as one this app speaks, or None."""
+    language = (value or "").strip().replace("_", "-").split("-")[0].lower()
+    return language if language in SUPPORTED_LOCALES else None
+
+
+def select_locale() -> str:
+    """The customer's locale when a page was opened from their link, else the browser's."""
+    chosen = g.get("customer_locale")
+    if chosen:
+        return chosen
+    if not has_request_context():  # a command or a background task
+        return DEFAULT_LOCALE
+    if (request.blueprint or "").split(".")[0] in ENGLISH_ONLY_BLUEPRINTS:
+        return DEFAULT_LOCALE
+    return request.accept_languages.best_match(SUPPORTED_LOCALES) or DEFAULT_LOCALE
+
+
+def use_customer_locale(stored: str | None) -> None:
+    """Speak the customer's stored language on this request, when it is one we speak."""
+    locale = supported_locale(stored)
+    if locale:
+        g.customer_locale = locale
+        flask_babel.refresh()
+
+
+def init_app(app: Flask) -> None:
+    """Bind Flask-Babel and give templates the page's language (for <html lang>)."""
+    app.config.setdefault("BABEL_DEFAULT_LOCALE", DEFAULT_LOCALE)
+    babel.init_app(app, locale_selector=select_locale)
+
+    @app.context_processor
+    def _language():
+        return {"page_language": str(flask_babel.get_locale() or DEFAULT_LOCALE)}

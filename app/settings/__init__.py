@@ -1,0 +1,1 @@
+"""Staff: settings staff edit in the app (admins only)."""
