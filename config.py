@@ -38,6 +38,19 @@ def _env_list(name: str) -> list[str]:
     return [item.strip() for item in value.split(",") if item.strip()]
 
 
+def _env_days(name: str, default: str) -> list[int]:
+    """A comma-separated list of whole days, increasing (an empty value: none)."""
+    value = os.environ.get(name)
+    text = default if value is None else value
+    try:
+        days = [int(item) for item in text.split(",") if item.strip()]
+    except ValueError:
+        raise RuntimeError(f"{name}={text!r}: expected whole days separated by commas, e.g. 4,10") from None
+    if any(day < 1 for day in days) or days != sorted(set(days)):
+        raise RuntimeError(f"{name}={text!r}: days must be at least 1 and increasing, e.g. 4,10")
+    return days
+
+
 def database_url(url: str) -> str:
     """PostgreSQL URLs as hosting providers write them, for the psycopg 3 driver."""
     for prefix in ("postgres://", "postgresql://"):
@@ -89,6 +102,12 @@ class Config:
     CONTACT_COOLDOWN_DAYS = _env_int("CONTACT_COOLDOWN_DAYS", 90)
     SEND_LEASE_SECONDS = _env_int("SEND_LEASE_SECONDS", 300)
     SEND_RATE_PER_MINUTE = _env_int("SEND_RATE_PER_MINUTE", None)
+    # A temporary refusal (4xx) is tried again after 1, 2, 4 ... times this (at most an hour),
+    # and fails the invitation once it has been tried SEND_MAX_ATTEMPTS times.
+    SEND_RETRY_BASE_SECONDS = _env_int("SEND_RETRY_BASE_SECONDS", 60)
+    SEND_MAX_ATTEMPTS = _env_int("SEND_MAX_ATTEMPTS", 5)
+    # Days after the first send on which those who have not answered get a reminder.
+    REMINDER_DAYS = _env_days("REMINDER_DAYS", "4,10")
     # After this many refusals in a row a campaign pauses itself (the server, not the list, is wrong).
     SEND_MAX_CONSECUTIVE_FAILURES = _env_int("SEND_MAX_CONSECUTIVE_FAILURES", 10)
 

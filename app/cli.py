@@ -213,6 +213,13 @@ def campaigns_list() -> None:
 )
 @click.option("--subject", default=None, help="The email subject.")
 @click.option(
+    "--reminder-days",
+    default=None,
+    metavar="DAYS",
+    help='Remind those who have not answered this many days after the first send, e.g. "4,10"; '
+    '"" for none. Default: REMINDER_DAYS.',
+)
+@click.option(
     "--body-file",
     type=click.Path(dir_okay=False, path_type=Path),
     default=None,
@@ -233,6 +240,7 @@ def campaigns_create(
     cooldown_days: int | None,
     limit: int | None,
     subject: str | None,
+    reminder_days: str | None,
     body_file: Path | None,
     offer_code: str | None,
     offer_codes_file: Path | None,
@@ -255,6 +263,7 @@ def campaigns_create(
             cooldown_days=cooldown_days,
             limit=limit,
             subject=subject,
+            reminder_days=reminder_days,
             now=utcnow(),
             body=body,
             offer_code=offer_code,
@@ -308,11 +317,20 @@ def campaigns_send(campaign_id: int) -> None:
 
 
 @campaigns_cli.command("tick")
-def campaigns_tick() -> None:
-    """Periodic upkeep, safe to run from cron every few minutes: invitations whose sender's
-    claim ran out go back to the queue."""
-    requeued = campaigns.requeue_expired_claims(now=utcnow())
-    click.echo(f"{requeued} invitations back in the queue")
+@click.option("--background", is_flag=True, help="Hand due reminders and retries to the background workers.")
+def campaigns_tick(background: bool) -> None:
+    """Periodic upkeep, safe to run from cron every few minutes and from several machines:
+    claims whose sender died go back to the queue, due reminders are sent, and invitations
+    whose retry time has come are tried again."""
+    import smtplib
+
+    try:
+        summary = campaigns.tick(enqueue=background)
+    except (smtplib.SMTPException, OSError) as exc:
+        _fail(f"the mail server failed: {exc}. Unsent messages stay due; the next tick tries again.", 1)
+    click.echo(summary.line())
+    if summary.reminders and summary.reminders.paused_reason:
+        sys.exit(1)
 
 
 @suppressions_cli.command("import")

@@ -15,6 +15,8 @@ log = logging.getLogger("winback.send")
 
 RUN_IMPORT = "winback.run_import"
 SEND_CAMPAIGN = "winback.send_campaign"
+SEND_REMINDERS = "winback.send_reminders"
+TICK = "winback.tick"
 
 
 def celery_init_app(app: Flask) -> Celery:
@@ -81,3 +83,29 @@ def send_campaign(campaign_id: int) -> None:
         campaigns.send_campaign(campaign_id)
     except (InvalidInput, smtplib.SMTPException, OSError) as exc:
         log.warning("campaign %s: sending stopped: %s", campaign_id, exc)
+
+
+@shared_task(name=SEND_REMINDERS)
+def send_reminders() -> None:
+    """Send the reminders that are due, across campaigns (safe beside other workers)."""
+    import smtplib
+
+    from app.services import campaigns
+
+    try:
+        campaigns.send_due_reminders()
+    except (smtplib.SMTPException, OSError) as exc:
+        log.warning("reminders: sending stopped: %s", exc)
+
+
+@shared_task(name=TICK)
+def tick() -> None:
+    """The periodic tick (for Celery beat): requeue stale claims, send due reminders and retries."""
+    import smtplib
+
+    from app.services import campaigns
+
+    try:
+        log.info("tick: %s", campaigns.tick().line())
+    except (smtplib.SMTPException, OSError) as exc:
+        log.warning("tick: sending stopped: %s", exc)

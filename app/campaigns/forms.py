@@ -103,6 +103,12 @@ class CampaignForm(FlaskForm):
     offer_kind = OFFER_KIND
     offer_code = OFFER_CODE
     offer_codes = OFFER_CODES
+    reminder_days = StringField(
+        "Remind after (days)",
+        validators=[Optional(), Length(max=100)],
+        description="Days after the first email on which those who have not answered get a reminder, "
+        "e.g. 4, 10. Empty: no reminders.",
+    )
     submit = SubmitField("Create campaign")
 
     def __init__(self, *args, **kwargs):
@@ -113,6 +119,7 @@ class CampaignForm(FlaskForm):
         if self.cooldown_days.data is None and not self.cooldown_days.raw_data:
             self.cooldown_days.data = config["CONTACT_COOLDOWN_DAYS"]
         if not self.is_submitted():
+            self.reminder_days.data = ", ".join(str(day) for day in config["REMINDER_DAYS"])
             self.subject.data = self.subject.data or campaign_content.DEFAULT_SUBJECT
             self.body.data = self.body.data or campaign_content.DEFAULT_BODY
 

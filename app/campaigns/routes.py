@@ -51,6 +51,7 @@ def new():
                 now=now,
                 actor_id=current_user.id,
                 body=form.body.data,
+                reminder_days=form.reminder_days.data,
                 **_offer(form),
             )
         except InvalidInput as exc:
@@ -103,6 +104,7 @@ def show(campaign_id: int):
         campaign=campaign,
         audience_rule=campaigns.audience_rule(campaign),
         counts=campaigns.status_counts(campaign_id),
+        progress=campaigns.send_progress(campaign_id, now=utcnow()),
         failures=campaigns.failed_invitations(campaign_id, after_id=request.args.get("after", type=int)),
         preview=campaign_preview.preview(campaign_id),
         editable=campaign_content.is_editable(campaign),

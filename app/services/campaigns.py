@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import logging
 import smtplib
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 import sqlalchemy as sa
 from flask import current_app
-from sqlalchemy.orm import joinedload
 
 from app import emails
 from app.exceptions import InvalidInput, NotFound
@@ -22,16 +22,21 @@ from app.models import (
     CustomerStatus,
     Invitation,
     InvitationStatus,
+    Response,
+    Suppression,
     SuppressionReason,
     utcnow,
 )
-from app.services import audiences, audit, campaign_content, suppressions
+from app.services import audiences, audit, campaign_content, pacing, suppressions
 from app.services.sql import random_hex_32
-from app.tasks import SEND_CAMPAIGN
+from app.tasks import SEND_CAMPAIGN, SEND_REMINDERS
 
 log = logging.getLogger("winback.send")
 
 CLAIM_BATCH = 50
+# A reminder is the same email, with the same link, under this subject prefix.
+REMINDER_PREFIX = "Reminder: "
+MAX_RETRY_DELAY = timedelta(hours=1)
 
 
 def create_campaign(
@@ -44,6 +49,7 @@ def create_campaign(
     cooldown_days: int | None = None,
     limit: int | None = None,
     subject: str | None = None,
+    reminder_days: list[int] | str | None = None,
     actor_id: int | None = None,
     body: str | None = None,
     offer_code: str | None = None,
@@ -72,6 +78,7 @@ def create_campaign(
         raise InvalidInput("subject: must be a single line")
     if len(subject) > 200:
         raise InvalidInput("subject: at most 200 characters")
+    reminder_days = parse_reminder_days(reminder_days)
     offer = campaign_content.resolve_offer(offer_code, offer_codes)
     content = campaign_content.validate_templates(subject, body, offer_code=offer.code)
 
@@ -83,6 +90,7 @@ def create_campaign(
         cooldown_days=rule.cooldown_days,
         audience_limit=rule.limit,
         subject=subject,
+        reminder_days=reminder_days,
         created_at=now,
         created_by_id=actor_id,
     )
@@ -133,6 +141,22 @@ def create_campaign(
     )
     db.session.commit()
     return campaign, queued
+
+
+def parse_reminder_days(days: list[int] | str | None) -> list[int]:
+    """Reminder days as given ("4,10", a list, or None for REMINDER_DAYS); an empty list or
+    string means no reminders. Raises InvalidInput unless whole days, increasing, 1 to 365."""
+    if days is None:
+        return list(current_app.config["REMINDER_DAYS"])
+    if isinstance(days, str):
+        try:
+            days = [int(day) for day in days.split(",") if day.strip()]
+        except ValueError:
+            raise InvalidInput("reminder days: whole days separated by commas, e.g. 4,10") from None
+    days = [int(day) for day in days]
+    if any(day < 1 or day > 365 for day in days) or days != sorted(set(days)):
+        raise InvalidInput("reminder days: each from 1 to 365 days, increasing, e.g. 4,10")
+    return days
 
 
 def audience_rule(campaign: Campaign) -> audiences.AudienceRule:
@@ -191,7 +215,7 @@ def queue_send(campaign_id: int, *, actor_id: int | None, now: datetime) -> int:
 
 @dataclass
 class SendSummary:
-    """What one send run did."""
+    """What one send run did (invitations or reminders)."""
 
     sent: int = 0
     failed: int = 0
@@ -211,6 +235,7 @@ class SendSummary:
 
 
 def count_queued(campaign_id: int) -> int:
+    """Invitations still to send: queued (including those waiting to retry) or being sent."""
     return db.session.scalar(
         sa.select(sa.func.count()).where(
             Invitation.campaign_id == campaign_id,
@@ -225,46 +250,94 @@ def send_campaign(
     clock: Callable[[], datetime] = utcnow,
     progress: Callable[[int], None] | None = None,
 ) -> SendSummary:
-    """Send every queued invitation of a campaign over one SMTP connection per batch.
+    """Send every queued invitation of a campaign that is due, over one SMTP connection.
 
     Safe to run twice and beside another sender: invitations are claimed before sending
-    (SKIP LOCKED on PostgreSQL), and only queued ones, or claims whose lease ran out, are sent."""
+    (SKIP LOCKED on PostgreSQL), and only queued ones whose retry time has come, or claims whose
+    lease ran out, are sent. Those refused for now wait for their retry time (see the tick)."""
     campaign = get_campaign(campaign_id)
     if campaign.status == CampaignStatus.PAUSED:
         raise InvalidInput(f"campaign {campaign_id} is paused: resume it before sending")
-    campaign.status = CampaignStatus.SENDING
-    db.session.commit()
+    _set_status(campaign_id, CampaignStatus.SENDING)
     summary = SendSummary()
+    stopped = _send_batches(lambda now: _claim_batch(campaign_id, now), summary, clock, progress, campaign_id)
+    if not stopped and count_queued(campaign_id) == 0 and not _is_paused(campaign_id):
+        _set_status(campaign_id, CampaignStatus.SENT)
+    return summary
+
+
+def send_due_reminders(
+    *, clock: Callable[[], datetime] = utcnow, progress: Callable[[int], None] | None = None
+) -> SendSummary:
+    """Send every reminder that is due, across campaigns, over one SMTP connection.
+
+    Invitations that may no longer be reminded (answered, unsubscribed, suppressed, bounced, or
+    the customer bought since the first send) stop for good first. The rest are claimed by
+    moving their next reminder a lease ahead (SKIP LOCKED on PostgreSQL), so each reminder goes
+    once whatever the number of workers; one whose sender died is due again after the lease."""
+    stop_reminders(now=clock())
+    summary = SendSummary()
+    _send_batches(_claim_reminders, summary, clock, progress, None)
+    return summary
+
+
+def _send_batches(
+    claim: Callable[[datetime], list[_Job]],
+    summary: SendSummary,
+    clock: Callable[[], datetime],
+    progress: Callable[[int], None] | None,
+    campaign_id: int | None,
+) -> bool:
+    """The send loop shared by invitations and reminders: claim a batch, send each message over
+    one connection, record each outcome as it comes. Returns True if the run paused a campaign.
+
+    An error that stops the run gives the batch's unsent messages back at once."""
     limit = current_app.config["SEND_MAX_CONSECUTIVE_FAILURES"]
+    gap = pacing.interval()
+    keys = suppressions.hash_keys()
+    current: _Job | None = None
+
+    def next_batch() -> list[_Job]:
+        return [] if campaign_id and _is_paused(campaign_id) else claim(clock())
+
+    # Nothing due: no connection to the mail server at all.
+    if not (batch := next_batch()):
+        return False
     try:
-        with emails.connect() as connection:
-            while not _is_paused(campaign_id) and (batch := _claim_batch(campaign_id, clock())):
-                try:
-                    for invitation in batch:
-                        _send_one(connection, invitation, campaign, summary, clock)
+        try:
+            with emails.connect() as connection:
+                while batch:
+                    for current in batch:
+                        _send_one(connection, current, summary, clock, gap, keys, batch)
                         if progress:
                             progress(1)
                         if summary.failed_in_a_row >= limit:
                             raise _StopSending(_too_many_failures(summary))
-                except BaseException:
-                    _release_unsent([invitation.id for invitation in batch])
-                    raise
+                    batch = []
+                    batch = next_batch()
+        except BaseException:
+            _release_unsent(batch, clock())
+            raise
     except smtplib.SMTPAuthenticationError as exc:
         reason = (
             f"The mail server refused Winback's login ({exc.smtp_code} {_text(exc.smtp_error)}). "
             "Check MAIL_USERNAME and MAIL_PASSWORD, then resume."
         )
-        pause_campaign(campaign_id, reason=reason, actor_id=None, now=clock())
         summary.paused_reason = reason
-        return summary
     except _StopSending as stop:
-        pause_campaign(campaign_id, reason=str(stop), actor_id=None, now=clock())
         summary.paused_reason = str(stop)
-        return summary
-    if count_queued(campaign_id) == 0 and not _is_paused(campaign_id):
-        campaign.status = CampaignStatus.SENT
-        db.session.commit()
-    return summary
+    if not summary.paused_reason:
+        return False
+    # Pause the campaign that was being sent (for reminders: the one whose message failed last).
+    paused_id = campaign_id or (current.campaign.id if current else None)
+    if paused_id:
+        pause_campaign(paused_id, reason=summary.paused_reason, actor_id=None, now=clock())
+    return True
+
+
+def _set_status(campaign_id: int, status: CampaignStatus) -> None:
+    db.session.execute(sa.update(Campaign).where(Campaign.id == campaign_id).values(status=status))
+    db.session.commit()
 
 
 def _too_many_failures(summary: SendSummary) -> str:
@@ -357,7 +430,7 @@ def retry_failed(campaign_id: int, *, actor_id: int | None, now: datetime) -> in
             Invitation.__table__.c.campaign_id == campaign_id,
             Invitation.__table__.c.status == InvitationStatus.FAILED.value,
         )
-        .values(status=InvitationStatus.QUEUED.value, lease_expires_at=None)
+        .values(status=InvitationStatus.QUEUED.value, lease_expires_at=None, attempts=0, next_attempt_at=None)
     )
     retried = result.rowcount
     if not retried:
@@ -373,8 +446,8 @@ def retry_failed(campaign_id: int, *, actor_id: int | None, now: datetime) -> in
 
 
 def requeue_expired_claims(*, now: datetime) -> int:
-    """Give back to the queue every invitation whose sender's claim ran out (a worker died, or
-    a temporary refusal waited out its lease). Safe to run at any time, from cron too."""
+    """Give back to the queue every invitation whose sender's claim ran out (a worker died).
+    Safe to run at any time, from cron too."""
     result = db.session.execute(
         sa.update(Invitation.__table__)
         .where(
@@ -387,15 +460,37 @@ def requeue_expired_claims(*, now: datetime) -> int:
     return result.rowcount
 
 
-def _claim_batch(campaign_id: int, now: datetime) -> list[Invitation]:
-    """Take up to CLAIM_BATCH invitations that are queued or whose claim expired."""
+def retry_delay(tries: int) -> timedelta:
+    """How long a message refused for now (4xx) waits after its `tries`-th try: SEND_RETRY_BASE_SECONDS,
+    doubled after each further try, at most MAX_RETRY_DELAY."""
+    base = current_app.config["SEND_RETRY_BASE_SECONDS"]
+    return min(timedelta(seconds=base * 2 ** min(max(tries - 1, 0), 20)), MAX_RETRY_DELAY)
+
+
+def _due(now: datetime) -> sa.ColumnElement[bool]:
+    """Not waiting for a retry, or its retry time has come."""
+    return sa.or_(Invitation.next_attempt_at.is_(None), Invitation.next_attempt_at <= now)
+
+
+@dataclass
+class _Job:
+    """One message to send: a claimed invitation (detached from the session, so that commits
+    do not expire it), its customer and campaign, and whether it is a reminder."""
+
+    invitation: Invitation
+    customer: Customer
+    campaign: Campaign
+    reminder: bool
+    lease_until: datetime
+    recorded: bool = False
+
+
+def _claim_batch(campaign_id: int, now: datetime) -> list[_Job]:
+    """Take up to CLAIM_BATCH invitations that are queued and due, or whose claim expired."""
     lease = timedelta(seconds=current_app.config["SEND_LEASE_SECONDS"])
     claimable = sa.or_(
-        Invitation.status == InvitationStatus.QUEUED,
-        sa.and_(
-            Invitation.status == InvitationStatus.SENDING,
-            Invitation.lease_expires_at < now,
-        ),
+        sa.and_(Invitation.status == InvitationStatus.QUEUED, _due(now)),
+        sa.and_(Invitation.status == InvitationStatus.SENDING, Invitation.lease_expires_at < now),
     )
     ids = list(
         db.session.scalars(
@@ -406,120 +501,560 @@ def _claim_batch(campaign_id: int, now: datetime) -> list[Invitation]:
             .with_for_update(skip_locked=True)
         )
     )
-    if not ids:
-        db.session.commit()
-        return []
-    db.session.execute(
+    if ids:
+        db.session.execute(
+            sa.update(Invitation)
+            .where(Invitation.id.in_(ids))
+            .values(status=InvitationStatus.SENDING, lease_expires_at=now + lease)
+        )
+    db.session.commit()
+    return _load_jobs(ids, reminder=False, lease_until=now + lease)
+
+
+def _reminder_allowed() -> sa.ColumnElement[bool]:
+    """An invitation may still get reminders: sent and not bounced, not answered, its customer
+    active and not suppressed, and no purchase since the first send. (Needs customers joined.)"""
+    invitation, customer = Invitation.__table__.c, Customer.__table__.c
+    responses, suppressed = Response.__table__, Suppression.__table__
+    return sa.and_(
+        invitation.status == InvitationStatus.SENT,
+        invitation.revoked.is_(False),
+        invitation.answered_at.is_(None),
+        ~sa.exists().where(responses.c.invitation_id == invitation.id).correlate_except(responses),
+        customer.status == CustomerStatus.ACTIVE,
+        ~sa.exists().where(suppressed.c.email_hash == customer.email_hash).correlate_except(suppressed),
+        sa.or_(
+            customer.last_purchase_at.is_(None),
+            invitation.sent_at.is_(None),
+            customer.last_purchase_at <= invitation.sent_at,
+        ),
+    )
+
+
+def stop_reminders(*, now: datetime) -> int:
+    """Set-based: due reminders of invitations that may no longer be reminded are dropped for
+    good (next_reminder_at = NULL). Returns how many stopped."""
+    allowed = (
+        sa.select(Customer.id).where(Customer.id == Invitation.customer_id, _reminder_allowed()).exists()
+    )
+    result = db.session.execute(
         sa.update(Invitation)
-        .where(Invitation.id.in_(ids))
-        .values(status=InvitationStatus.SENDING, lease_expires_at=now + lease)
+        .where(Invitation.next_reminder_at <= now, ~allowed)
+        .values(next_reminder_at=None)
+        .execution_options(synchronize_session=False)
     )
     db.session.commit()
-    return list(
+    return result.rowcount
+
+
+def _claim_reminders(now: datetime) -> list[_Job]:
+    """Take up to CLAIM_BATCH due reminders of campaigns that are not paused. The claim moves
+    the next reminder a lease ahead: another worker skips it, and if this one dies it is due
+    again after the lease."""
+    lease = timedelta(seconds=current_app.config["SEND_LEASE_SECONDS"])
+    ids = list(
         db.session.scalars(
-            sa.select(Invitation)
-            .options(joinedload(Invitation.customer))
+            sa.select(Invitation.id)
+            .join(Customer, Customer.id == Invitation.customer_id)
+            .join(Campaign, Campaign.id == Invitation.campaign_id)
+            .where(
+                Invitation.next_reminder_at <= now,
+                Campaign.status != CampaignStatus.PAUSED,
+                _reminder_allowed(),
+            )
+            .order_by(Invitation.next_reminder_at, Invitation.id)
+            .limit(CLAIM_BATCH)
+            .with_for_update(skip_locked=True, of=Invitation)
+        )
+    )
+    if ids:
+        db.session.execute(
+            sa.update(Invitation)
             .where(Invitation.id.in_(ids))
-            .order_by(Invitation.id)
+            .values(next_reminder_at=now + lease)
+            .execution_options(synchronize_session=False)
+        )
+    db.session.commit()
+    return _load_jobs(ids, reminder=True, lease_until=now + lease)
+
+
+def _load_jobs(ids: list[int], *, reminder: bool, lease_until: datetime) -> list[_Job]:
+    """The claimed invitations with their customers and campaigns, as copies outside the
+    session: the commit after each message then reloads nothing."""
+    if not ids:
+        return []
+    rows = db.session.execute(
+        sa.select(Invitation, Customer, Campaign)
+        .join(Customer, Customer.id == Invitation.customer_id)
+        .join(Campaign, Campaign.id == Invitation.campaign_id)
+        .where(Invitation.id.in_(ids))
+        .order_by(Invitation.id)
+    ).all()
+    campaigns: dict[int, Campaign] = {}
+    jobs = []
+    for invitation, customer, campaign in rows:
+        if campaign.id not in campaigns:
+            campaigns[campaign.id] = _copy(campaign)
+        jobs.append(_Job(_copy(invitation), _copy(customer), campaigns[campaign.id], reminder, lease_until))
+    db.session.commit()
+    return jobs
+
+
+def _copy(instance):
+    """A copy of a loaded row's columns that belongs to no session."""
+    mapper = sa.inspect(instance).mapper
+    return mapper.class_(**{column.key: getattr(instance, column.key) for column in mapper.column_attrs})
+
+
+def _compose(job: _Job) -> emails.Prepared:
+    """The message of one job, checked and serialised: a reminder is the same email under a
+    prefixed subject."""
+    message = emails.compose_invitation(job.invitation, job.customer, job.campaign)
+    if job.reminder:
+        message.subject = REMINDER_PREFIX + message.subject
+    return emails.prepare(message)
+
+
+def _send_one(
+    connection,
+    job: _Job,
+    summary: SendSummary,
+    clock: Callable[[], datetime],
+    gap: timedelta | None,
+    keys: list[bytes],
+    batch: list[_Job],
+) -> None:
+    """Send one claimed message and record its outcome. The pace is kept (a slot is reserved
+    first), and the address is checked against the suppression list right before sending.
+    Raises after recording when the connection, not this recipient, is at fault."""
+    if gap is not None:
+        slot, wait = pacing.reserve_slot(gap, clock=clock)
+        _extend_leases(batch, slot)
+        time.sleep(wait)
+    if not _may_send(job, keys):
+        _record_stopped(job, summary)
+        return
+    invitation = job.invitation
+    prepared = _compose(job)
+    tries = invitation.attempts + 1 if not job.reminder or invitation.next_attempt_at else 1
+    try:
+        connection.send_prepared(prepared)
+    except smtplib.SMTPRecipientsRefused as exc:
+        code, reply = next(iter(exc.recipients.values()))
+        if code >= 500:
+            _record_failed(job, tries, code, reply, summary, bad_address=_text(reply).startswith("5.1."))
+            return
+        _record_temporary(job, tries, code, reply, clock(), summary)
+        if code == 421:  # the server closed the connection: stop the run
+            raise smtplib.SMTPServerDisconnected(f"{code} {_text(reply)}") from exc
+        return
+    except smtplib.SMTPSenderRefused as exc:
+        if exc.smtp_code == 421:
+            _record_temporary(job, tries, exc.smtp_code, exc.smtp_error, clock(), summary)
+            raise
+        # The server refuses our sender address: a setting to fix, not a fault of the customer's.
+        _record_released(job, f"{exc.smtp_code} {_text(exc.smtp_error)} (sender {exc.sender})", clock())
+        raise
+    except smtplib.SMTPResponseException as exc:
+        if exc.smtp_code >= 500:
+            _record_failed(job, tries, exc.smtp_code, exc.smtp_error, summary)
+            return
+        if isinstance(exc, smtplib.SMTPDataError) or exc.smtp_code == 421:
+            _record_temporary(job, tries, exc.smtp_code, exc.smtp_error, clock(), summary)
+            if exc.smtp_code == 421:
+                raise
+            return
+        _record_released(job, f"{exc.smtp_code} {_text(exc.smtp_error)}", clock())
+        raise
+    except (smtplib.SMTPException, OSError) as exc:
+        _record_released(job, str(exc), clock())
+        raise
+    _record_sent(job, tries, prepared.message.msgId, clock())
+    summary.sent += 1
+    summary.failed_in_a_row = 0
+
+
+def _may_send_query(reminder: bool) -> sa.Select:
+    """The check made right before each message, as plain SQL (it runs once a message)."""
+    invitation, customer = Invitation.__table__, Customer.__table__
+    hashes = sa.bindparam("hashes", expanding=True)
+    query = (
+        sa.select(invitation.c.id)
+        .select_from(invitation.join(customer, customer.c.id == invitation.c.customer_id))
+        .where(
+            invitation.c.id == sa.bindparam("invitation_id"),
+            customer.c.status == CustomerStatus.ACTIVE,
+            ~sa.exists().where(Suppression.__table__.c.email_hash.in_(hashes)),
+        )
+    )
+    if reminder:
+        query = query.where(_reminder_allowed(), invitation.c.next_reminder_at.is_not(None))
+    return query
+
+
+_MAY_SEND = {False: _may_send_query(False), True: _may_send_query(True)}
+
+
+def _may_send(job: _Job, keys: list[bytes]) -> bool:
+    """Checked right before each message: the customer is active and the address is not on the
+    suppression list (under any key); a reminder's invitation may also still be reminded."""
+    email = job.customer.email
+    hashes = [suppressions.keyed_hash(key, email) for key in keys]
+    found = db.session.execute(
+        _MAY_SEND[job.reminder], {"invitation_id": job.invitation.id, "hashes": hashes}
+    ).first()
+    # End the read before talking to the mail server: on SQLite no lock is held while it answers.
+    db.session.commit()
+    return found is not None
+
+
+def _extend_leases(batch: list[_Job], slot: datetime) -> None:
+    """A slow pace can outlast the claim: before a slot comes within half a lease of the end of
+    the batch's claims, the unsent ones are kept a lease beyond that slot."""
+    lease = timedelta(seconds=current_app.config["SEND_LEASE_SECONDS"])
+    waiting = [job for job in batch if not job.recorded]
+    if not waiting or slot + lease / 2 < min(job.lease_until for job in waiting):
+        return
+    until = slot + lease
+    ids = [job.invitation.id for job in waiting]
+    if batch[0].reminder:
+        statement = (
+            sa.update(Invitation)
+            .where(Invitation.id.in_(ids), Invitation.next_reminder_at.is_not(None))
+            .values(next_reminder_at=until)
+        )
+    else:
+        statement = (
+            sa.update(Invitation)
+            .where(Invitation.id.in_(ids), Invitation.status == InvitationStatus.SENDING)
+            .values(lease_expires_at=until)
+        )
+    db.session.execute(statement.execution_options(synchronize_session=False))
+    db.session.commit()
+    for job in waiting:
+        job.lease_until = until
+
+
+def _update(job: _Job, **values) -> None:
+    """Write one message's outcome and commit it (the 250 is never recorded before it came)."""
+    table = Invitation.__table__
+    db.session.execute(sa.update(table).where(table.c.id == job.invitation.id).values(**values))
+    db.session.commit()
+    job.recorded = True
+
+
+def _keep_unless_stopped(value: datetime | None) -> sa.ColumnElement:
+    """The next reminder time, unless it was cleared meanwhile (an answer, an unsubscribe)."""
+    column = Invitation.__table__.c.next_reminder_at
+    return sa.case((column.is_(None), sa.null()), else_=sa.literal(value, column.type))
+
+
+def next_reminder_after(
+    sent_at: datetime, days: list[int], reminders_sent: int, now: datetime
+) -> datetime | None:
+    """When the next reminder is due, after `reminders_sent` of them: `days[reminders_sent]` days
+    after the first send, and never sooner than a day after the previous email. None: no more."""
+    if reminders_sent >= len(days):
+        return None
+    return max(
+        sent_at + timedelta(days=days[reminders_sent]), now + timedelta(days=1) if reminders_sent else now
+    )
+
+
+def _first_sent_statement() -> sa.Update:
+    """The outcome of a first email accepted: the most frequent write, built once."""
+    table = Invitation.__table__
+    now = sa.bindparam("job_now", type_=table.c.sent_at.type)
+    return (
+        sa.update(table)
+        .where(table.c.id == sa.bindparam("job_id"))
+        .values(
+            status=InvitationStatus.SENT,
+            attempts=sa.bindparam("job_tries"),
+            last_smtp_reply="250 accepted",
+            sent_at=now,
+            last_sent_at=now,
+            message_id=sa.bindparam("job_message_id"),
+            lease_expires_at=None,
+            next_attempt_at=None,
+            next_reminder_at=sa.bindparam("job_next_reminder_at", type_=table.c.next_reminder_at.type),
         )
     )
 
 
-def _send_one(connection, invitation: Invitation, campaign: Campaign, summary: SendSummary, clock) -> None:
-    """Send one claimed invitation and record the outcome; suppression is checked right before."""
-    customer = invitation.customer
-    invitation.attempts = Invitation.attempts + 1
-    if customer.status != CustomerStatus.ACTIVE or suppressions.is_suppressed(customer.email):
-        invitation.status = InvitationStatus.SUPPRESSED
-        invitation.lease_expires_at = None
-        summary.suppressed += 1
+_FIRST_SENT = _first_sent_statement()
+
+
+def _record_sent(job: _Job, tries: int, message_id: str, now: datetime) -> None:
+    """Accepted (250): a first email makes the invitation sent and plans its first reminder; a
+    reminder counts, and plans the next one unless the reminders were stopped meanwhile."""
+    invitation, days = job.invitation, list(job.campaign.reminder_days or [])
+    common = {
+        "attempts": tries,
+        "last_smtp_reply": "250 accepted",
+        "last_sent_at": now,
+        "next_attempt_at": None,
+    }
+    if not job.reminder:
+        parameters = {
+            "job_id": invitation.id,
+            "job_tries": tries,
+            "job_now": now,
+            "job_message_id": message_id,
+            "job_next_reminder_at": next_reminder_after(now, days, 0, now),
+        }
+        db.session.execute(_FIRST_SENT, parameters)
         db.session.commit()
+        job.recorded = True
         return
-    message = emails.compose_invitation(invitation, customer, campaign)
-    # End the read before talking to the mail server: on SQLite no lock is held while it answers.
-    db.session.commit()
-    try:
-        connection.send(message)
-    except smtplib.SMTPRecipientsRefused as exc:
-        code, reply = next(iter(exc.recipients.values()))
-        if code >= 500:
-            _fail(invitation, code, reply, summary, bad_address=_text(reply).startswith("5.1."))
-        else:
-            _retry_later(invitation, code, reply, clock(), summary)
+    sent = invitation.reminders_sent + 1
+    following = next_reminder_after(invitation.sent_at or now, days, sent, now)
+    _update(
+        job,
+        reminders_sent=Invitation.__table__.c.reminders_sent + 1,
+        next_reminder_at=_keep_unless_stopped(following),
+        **common,
+    )
+
+
+def _record_temporary(
+    job: _Job, tries: int, code: int, reply: bytes | str, now: datetime, summary: SendSummary
+) -> None:
+    """A temporary refusal (4xx): try again after retry_delay(tries); after SEND_MAX_ATTEMPTS
+    tries an invitation fails with the last reply, and a reminder is given up."""
+    text = f"{code} {_text(reply)}"[:500]
+    if tries >= current_app.config["SEND_MAX_ATTEMPTS"]:
+        _record_failed(job, tries, code, reply, summary)
         return
-    except smtplib.SMTPSenderRefused as exc:
-        # The server refuses our sender address: a setting to fix, not a fault of the customer's.
-        _release(invitation, f"{exc.smtp_code} {_text(exc.smtp_error)} (sender {exc.sender})")
-        raise
-    except smtplib.SMTPResponseException as exc:
-        if exc.smtp_code >= 500:
-            _fail(invitation, exc.smtp_code, exc.smtp_error, summary)
-            return
-        _release(invitation, f"{exc.smtp_code} {_text(exc.smtp_error)}")
-        raise
-    except (smtplib.SMTPException, OSError) as exc:
-        _release(invitation, str(exc))
-        raise
-    invitation.status = InvitationStatus.SENT
-    invitation.sent_at = clock()
-    invitation.message_id = message.msgId
-    invitation.last_smtp_reply = "250 accepted"
-    invitation.lease_expires_at = None
+    retry_at = now + retry_delay(tries)
+    common = {"attempts": tries, "last_smtp_reply": text, "next_attempt_at": retry_at}
+    if job.reminder:
+        _update(job, next_reminder_at=_keep_unless_stopped(retry_at), **common)
+    else:
+        _update(job, status=InvitationStatus.QUEUED, lease_expires_at=None, **common)
+    summary.deferred += 1
+    log.info("invitation %s refused for now (%s): next try at %s", job.invitation.id, text, retry_at)
+
+
+def _record_failed(
+    job: _Job, tries: int, code: int, reply: bytes | str, summary: SendSummary, *, bad_address: bool = False
+) -> None:
+    """A permanent refusal (5xx), or a temporary one tried SEND_MAX_ATTEMPTS times. A recipient
+    refused as a bad address (enhanced status 5.1.x) is a hard bounce and is suppressed: it is
+    never tried again, in any campaign. A refused reminder ends the reminders; the invitation
+    it follows stays sent."""
+    text = f"{code} {_text(reply)}"[:500]
+    values = {"attempts": tries, "last_smtp_reply": text, "next_attempt_at": None, "next_reminder_at": None}
+    if not job.reminder:
+        values.update(status=InvitationStatus.FAILED, lease_expires_at=None)
+    if bad_address:
+        values["status"] = InvitationStatus.BOUNCED
+        suppressions.suppress(job.customer.email, SuppressionReason.HARD_BOUNCE, utcnow(), note=text)
+    _update(job, **values)
+    summary.failed += 1
+    summary.failed_in_a_row += 1
+    summary.last_failure = text[:200]
+
+
+def _record_stopped(job: _Job, summary: SendSummary) -> None:
+    """Suppressed (or, for a reminder, no longer to be reminded) by the time its turn came."""
+    if job.reminder:
+        _update(job, next_reminder_at=None)
+    else:
+        _update(
+            job,
+            status=InvitationStatus.SUPPRESSED,
+            lease_expires_at=None,
+            next_attempt_at=None,
+            next_reminder_at=None,
+        )
+    summary.suppressed += 1
+
+
+def _record_released(job: _Job, reply: str, now: datetime) -> None:
+    """Give a claimed message back at once after a failure of the connection, not the recipient."""
+    if job.reminder:
+        _update(job, last_smtp_reply=reply[:500], next_reminder_at=_keep_unless_stopped(now))
+    else:
+        _update(job, status=InvitationStatus.QUEUED, last_smtp_reply=reply[:500], lease_expires_at=None)
+    log.warning("invitation %s given back: %s", job.invitation.id, reply)
+
+
+def _release_unsent(batch: list[_Job], now: datetime) -> None:
+    """Return the messages of an interrupted batch that were not sent to the queue at once."""
+    db.session.rollback()
+    unsent = [job.invitation.id for job in batch if not job.recorded]
+    if not unsent:
+        return
+    if batch[0].reminder:
+        statement = (
+            sa.update(Invitation)
+            .where(Invitation.id.in_(unsent), Invitation.next_reminder_at.is_not(None))
+            .values(next_reminder_at=now)
+        )
+    else:
+        statement = (
+            sa.update(Invitation)
+            .where(Invitation.id.in_(unsent), Invitation.status == InvitationStatus.SENDING)
+            .values(status=InvitationStatus.QUEUED, lease_expires_at=None)
+        )
+    db.session.execute(statement.execution_options(synchronize_session=False))
     db.session.commit()
-    summary.sent += 1
-    summary.failed_in_a_row = 0
 
 
 def _text(reply: bytes | str) -> str:
     return reply.decode(errors="replace") if isinstance(reply, bytes) else str(reply)
 
 
-def _fail(
-    invitation: Invitation, code: int, reply: bytes | str, summary: SendSummary, *, bad_address: bool = False
-) -> None:
-    """A permanent refusal (5xx). A recipient refused as a bad address (enhanced status 5.1.x) is a
-    hard bounce and is suppressed: it is never tried again, in any campaign."""
-    text = _text(reply)
-    invitation.status = InvitationStatus.FAILED
-    invitation.last_smtp_reply = f"{code} {text}"[:500]
-    invitation.lease_expires_at = None
-    if bad_address:
-        invitation.status = InvitationStatus.BOUNCED
-        suppressions.suppress(
-            invitation.customer.email, SuppressionReason.HARD_BOUNCE, utcnow(), note=f"{code} {text}"
+@dataclass
+class TickSummary:
+    """What one tick did."""
+
+    requeued: int = 0
+    reminders: SendSummary | None = None
+    retries_due: int = 0
+    retries_sent: int = 0
+    enqueued: bool = False
+
+    def line(self) -> str:
+        if self.enqueued:
+            return (
+                f"{self.requeued} stale claims requeued, due reminders handed to the worker, "
+                f"{self.retries_due} retries due (handed to the worker)"
+            )
+        reminders = self.reminders or SendSummary()
+        paused = f"; stopped: {reminders.paused_reason}" if reminders.paused_reason else ""
+        return (
+            f"{self.requeued} stale claims requeued, {reminders.sent} reminders sent, "
+            f"{self.retries_due} retries due ({self.retries_sent} sent){paused}"
         )
+
+
+def campaigns_with_due_retries(now: datetime) -> dict[int, int]:
+    """Sending campaigns with invitations whose retry time has come: {campaign id: how many}."""
+    rows = db.session.execute(
+        sa.select(Invitation.campaign_id, sa.func.count())
+        .join(Campaign, Campaign.id == Invitation.campaign_id)
+        .where(
+            Campaign.status == CampaignStatus.SENDING,
+            Invitation.status == InvitationStatus.QUEUED,
+            Invitation.next_attempt_at <= now,
+        )
+        .group_by(Invitation.campaign_id)
+    ).all()
     db.session.commit()
-    summary.failed += 1
-    summary.failed_in_a_row += 1
-    summary.last_failure = f"{code} {text}"[:200]
+    return dict(rows)  # type: ignore[arg-type]
 
 
-def _retry_later(
-    invitation: Invitation, code: int, reply: bytes | str, now: datetime, summary: SendSummary
-) -> None:
-    """A temporary refusal of this recipient (4xx): keep the claim until the lease runs out, so the
-    next run after that tries again and this run moves on."""
-    invitation.last_smtp_reply = f"{code} {_text(reply)}"[:500]
-    invitation.lease_expires_at = now + timedelta(seconds=current_app.config["SEND_LEASE_SECONDS"])
-    db.session.commit()
-    summary.deferred += 1
+def tick(*, clock: Callable[[], datetime] = utcnow, enqueue: bool = False) -> TickSummary:
+    """Periodic upkeep, safe to run at any time and from several machines: stale claims go back
+    to the queue, due reminders are sent, and campaigns with retries due send them. With
+    `enqueue`, the sending is handed to background workers instead of done here."""
+    now = clock()
+    summary = TickSummary(requeued=requeue_expired_claims(now=now))
+    due = campaigns_with_due_retries(now)
+    summary.retries_due = sum(due.values())
+    if enqueue:
+        celery = current_app.extensions["celery"]
+        celery.send_task(SEND_REMINDERS)
+        for campaign_id in due:
+            celery.send_task(SEND_CAMPAIGN, args=[campaign_id])
+        summary.enqueued = True
+        return summary
+    summary.reminders = send_due_reminders(clock=clock)
+    for campaign_id in due:
+        try:
+            summary.retries_sent += send_campaign(campaign_id, clock=clock).sent
+        except InvalidInput:  # paused meanwhile
+            continue
+    return summary
 
 
-def _release_unsent(ids: list[int]) -> None:
-    """Return the claimed invitations of an interrupted batch to the queue at once."""
-    db.session.rollback()
-    db.session.execute(
-        sa.update(Invitation)
-        .where(Invitation.id.in_(ids), Invitation.status == InvitationStatus.SENDING)
-        .values(status=InvitationStatus.QUEUED, lease_expires_at=None)
+@dataclass
+class WaitingRetry:
+    """An invitation refused for now, waiting for its next try."""
+
+    id: int
+    email: str
+    attempts: int
+    reply: str
+    next_attempt_at: datetime
+
+
+@dataclass
+class SendProgress:
+    """How far a campaign's sending got, for its page."""
+
+    total: int
+    done: int
+    sent_last_minute: int
+    reminders_sent: int
+    reminders_due: int
+    reminders_planned: int
+    retries: list[WaitingRetry]
+    retries_waiting: int
+    sending_now: int
+
+    @property
+    def percent(self) -> int:
+        return int(100 * self.done / self.total) if self.total else 0
+
+
+def send_progress(campaign_id: int, *, now: datetime, retries_shown: int = 20) -> SendProgress:
+    """Progress of a campaign: invitations done (sent, failed, bounced or suppressed) of all,
+    messages in the last minute (first sends and reminders), reminders sent, due and planned,
+    and the invitations waiting to retry with their next try (soonest first)."""
+    counts = status_counts(campaign_id)
+    finished = (
+        InvitationStatus.SENT,
+        InvitationStatus.FAILED,
+        InvitationStatus.BOUNCED,
+        InvitationStatus.SUPPRESSED,
     )
-    db.session.commit()
-
-
-def _release(invitation: Invitation, reply: str) -> None:
-    """Give a claimed invitation back to the queue after a temporary failure."""
-    invitation.status = InvitationStatus.QUEUED
-    invitation.last_smtp_reply = reply[:500]
-    invitation.lease_expires_at = None
-    db.session.commit()
-    log.warning("invitation %s requeued: %s", invitation.id, reply)
+    of_campaign = Invitation.campaign_id == campaign_id
+    row = db.session.execute(
+        sa.select(
+            sa.func.count().filter(Invitation.last_sent_at >= now - timedelta(minutes=1)),
+            sa.func.coalesce(sa.func.sum(Invitation.reminders_sent), 0),
+            sa.func.count().filter(Invitation.next_reminder_at <= now),
+            sa.func.count().filter(Invitation.next_reminder_at > now),
+            sa.func.count().filter(
+                Invitation.status == InvitationStatus.QUEUED, Invitation.next_attempt_at.is_not(None)
+            ),
+            sa.func.count().filter(
+                Invitation.status == InvitationStatus.QUEUED, Invitation.next_attempt_at > now
+            ),
+        ).where(of_campaign)
+    ).one()
+    retries = [
+        WaitingRetry(*retry)
+        for retry in db.session.execute(
+            sa.select(
+                Invitation.id,
+                Customer.email,
+                Invitation.attempts,
+                Invitation.last_smtp_reply,
+                Invitation.next_attempt_at,
+            )
+            .join(Customer, Customer.id == Invitation.customer_id)
+            .where(
+                of_campaign,
+                Invitation.status == InvitationStatus.QUEUED,
+                Invitation.next_attempt_at.is_not(None),
+            )
+            .order_by(Invitation.next_attempt_at, Invitation.id)
+            .limit(retries_shown)
+        )
+    ]
+    return SendProgress(
+        total=sum(counts.values()),
+        done=sum(counts[status] for status in finished),
+        sent_last_minute=row[0],
+        reminders_sent=row[1],
+        reminders_due=row[2],
+        reminders_planned=row[3],
+        retries=retries,
+        retries_waiting=row[4],
+        # Being sent, or queued with no wait ahead: what a refreshing page would see move.
+        sending_now=counts[InvitationStatus.SENDING] + counts[InvitationStatus.QUEUED] - row[5],
+    )

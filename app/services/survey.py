@@ -131,6 +131,7 @@ def submit_response(invitation_id: int, answers: Answers, *, now: datetime, edit
     )
     db.session.add(response)
     invitation.answered_at = now
+    invitation.next_reminder_at = None  # an answer ends the reminders
     _respect_wishes(invitation.customer.email, answers, now)
     try:
         db.session.commit()

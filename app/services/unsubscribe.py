@@ -31,4 +31,10 @@ def unsubscribe(token: str, *, now: datetime) -> None:
     """Suppress the address the link was sent to. Running it again changes nothing."""
     invitation = invitation_for(token)
     suppressions.suppress(invitation.customer.email, SuppressionReason.UNSUBSCRIBED, now)
+    # No more reminders to this customer, from any campaign.
+    db.session.execute(
+        sa.update(Invitation)
+        .where(Invitation.customer_id == invitation.customer_id)
+        .values(next_reminder_at=None)
+    )
     db.session.commit()
