@@ -4,6 +4,8 @@ transactions that take the write lock when they begin; PostgreSQL runs through p
 from __future__ import annotations
 
 import sqlite3
+from collections.abc import Iterator
+from contextlib import contextmanager
 from contextvars import ContextVar
 
 import sqlalchemy as sa
@@ -57,3 +59,14 @@ def set_write_intent(may_write: bool) -> None:
     """Say whether this thread's next SQLite transactions take the write lock when they begin
     (the default). Tests that read between requests turn it off so they never block the app."""
     _may_write.set(may_write)
+
+
+@contextmanager
+def write_intent(may_write: bool) -> Iterator[None]:
+    """Within the block, SQLite transactions on this thread begin as `may_write` says: a long
+    read that must not hold the write lock begins deferred, a short write begins IMMEDIATE."""
+    token = _may_write.set(may_write)
+    try:
+        yield
+    finally:
+        _may_write.reset(token)

@@ -6,6 +6,7 @@ code. The SQL and the Python explanation of the priority use the same constants 
 from __future__ import annotations
 
 import enum
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -13,10 +14,11 @@ from datetime import datetime
 
 import sqlalchemy as sa
 
+from app.database import write_intent
 from app.extensions import db
 from app.models import Customer, CustomerStatus
 from app.models.base import UTCDateTime
-from app.services.sql import days_between, dialect_name, greatest
+from app.services.sql import days_between, greatest
 
 SECONDS_PER_DAY = 86_400
 DAYS_PER_YEAR = 365
@@ -113,7 +115,7 @@ def scorable() -> sa.ColumnElement[bool]:
     """Customers who get scores: at least one purchase, and not erased."""
     # Both erasure markers, not the status alone: besides covering a row marked only one way,
     # erased_at keeps SQLite from reading the rows through the (status, last purchase) index,
-    # which for an UPDATE of nearly every row is much slower than reading the table in order.
+    # which for a scan of nearly every row is much slower than reading the table in order.
     return sa.and_(
         Customer.last_purchase_at.is_not(None),
         Customer.erased_at.is_(None),
@@ -121,77 +123,194 @@ def scorable() -> sa.ColumnElement[bool]:
     )
 
 
-def recompute_scores(*, now: datetime) -> int:
+# Customers rewritten per write transaction: at a million customers a chunk holds SQLite's
+# write lock for about 0.1-0.2 s.
+CHUNK_ROWS = 50_000
+# SQLite has no queue for its write lock: a writer that finds it taken sleeps and tries again,
+# up to 0.1 s between tries, and would rarely hit the moment between two chunks. So after
+# holding the lock for WRITE_SLICE seconds in all, the recompute leaves it free for PAUSE
+# seconds, longer than any such sleep: every writer that was waiting gets in. No writer then
+# waits much more than WRITE_SLICE + PAUSE, far below the busy timeout.
+WRITE_SLICE = 0.5
+PAUSE = 0.11
+# On SQLite, when more than this share of all customers gets new scores, the two indexes on the
+# segment and the priority are dropped for the rewrite and built again after it: moving a
+# million entries one by one costs several times more than building the index from scratch.
+REBUILD_SHARE = 0.25
+
+# The new scores of every customer whose stored scores differ from them, computed first, without
+# the write lock; a temporary table of this recompute's connection, never in the app's metadata.
+_new_scores = sa.Table(
+    "winback_new_scores",
+    sa.MetaData(),
+    # Numbered 1, 2, 3 ... in customer id order: a chunk is a range of numbers.
+    sa.Column("number", sa.Integer, primary_key=True),
+    sa.Column("id", sa.Integer, nullable=False),
+    sa.Column("recency_score", sa.SmallInteger),
+    sa.Column("frequency_score", sa.SmallInteger),
+    sa.Column("monetary_score", sa.SmallInteger),
+    sa.Column("segment", sa.String(40)),
+    sa.Column("win_back_priority", sa.BigInteger),
+    sa.Column("scored_at", UTCDateTime),
+    prefixes=["TEMPORARY"],
+)
+_SCORE_COLUMNS = ("recency_score", "frequency_score", "monetary_score", "segment", "win_back_priority")
+
+
+def recompute_scores(*, now: datetime, chunk_rows: int = CHUNK_ROWS) -> int:
     """Score every customer who bought and is not erased, in a few set-based statements.
 
     R, F and M are quintiles over the scored customers (ties share a score); the segment comes
     from SEGMENT_MAP and the priority from the expected-return formula. Customers who no longer
-    qualify lose their scores. Commits once and returns how many customers were scored."""
-    eligible = scorable()
-    stale = sa.and_(sa.not_(eligible), Customer.scored_at.is_not(None))
-    # One scan counts both who gets scored and who has scores they should no longer have.
-    count, stale_count = db.session.execute(
-        sa.select(
-            sa.func.coalesce(sa.func.sum(sa.case((eligible, 1), else_=0)), 0),
-            sa.func.coalesce(sa.func.sum(sa.case((stale, 1), else_=0)), 0),
-        ).select_from(Customer)
-    ).one()
-    if stale_count:
-        db.session.execute(
-            sa.update(Customer.__table__)
-            .where(stale)
-            .values(
-                recency_score=None,
-                frequency_score=None,
-                monetary_score=None,
-                segment=None,
-                win_back_priority=None,
-                scored_at=None,
-                updated_at=Customer.updated_at,  # derived figures: not an edit of the customer
-            )
-        )
-    if count:
-        recency = _quintile(Customer.last_purchase_at, eligible, count)
-        frequency = _quintile(Customer.orders_count, eligible, count)
-        monetary = _quintile(Customer.total_spent, eligible, count)
-        fm = (frequency + monetary + 1) // 2
-        segment = sa.case(
-            {
-                r * 10 + position + 1: name.value
-                for r, names in SEGMENT_MAP.items()
-                for position, name in enumerate(names)
-            },
-            value=recency * 10 + fm,
-        )
-        with _indexes_rebuilt_after():
-            db.session.execute(
-                sa.update(Customer.__table__)
-                .where(eligible)
-                .values(
-                    recency_score=recency,
-                    frequency_score=frequency,
-                    monetary_score=monetary,
-                    segment=segment,
-                    win_back_priority=_expected_return_sql(now),
-                    scored_at=now,
-                    updated_at=Customer.updated_at,
-                )
-            )
+    qualify lose their scores. Returns how many customers were scored.
+
+    The session's pending work is committed first. The scores are then worked out in one read
+    transaction (on SQLite without the write lock) into a temporary table that keeps only the
+    customers whose scores change, and written from it in transactions of `chunk_rows`
+    customers each, so that other writers get the database between chunks. A customer written
+    meanwhile by a later recompute, or erased meanwhile, is left as it is."""
     db.session.commit()
+    with db.engine.connect() as connection:
+        try:
+            with write_intent(False), connection.begin():
+                count, everyone = _work_out(connection, now)
+                changes = connection.execute(sa.select(sa.func.max(_new_scores.c.number))).scalar() or 0
+            writes = _WriteSlices(connection)
+            _write(writes, now, changes, chunk_rows, rebuild=changes > REBUILD_SHARE * everyone)
+        finally:
+            with write_intent(False), connection.begin():
+                connection.execute(sa.schema.DropTable(_new_scores, if_exists=True))
     return count
 
 
-@contextmanager
-def _indexes_rebuilt_after() -> Iterator[None]:
-    """On SQLite, drop the indexes on the segment and priority for the duration of the block and
-    build them again after it, in the same transaction.
+def _work_out(connection: sa.Connection, now: datetime) -> tuple[int, int]:
+    """Fill the temporary table with the new scores that differ from the stored ones (None for
+    a customer who no longer qualifies), in one scan of the customers after the three that find
+    the quintiles. Returns how many customers are scored, and how many there are in all."""
+    eligible = scorable()
+    customers = Customer.__table__
+    connection.execute(sa.schema.DropTable(_new_scores, if_exists=True))
+    _new_scores.create(connection)
+    count, everyone = connection.execute(
+        sa.select(
+            sa.func.coalesce(sa.func.sum(sa.case((eligible, 1), else_=0)), 0), sa.func.count()
+        ).select_from(customers)
+    ).one()
+    if count:
+        new = {
+            "recency_score": _quintile(connection, Customer.last_purchase_at, eligible, count),
+            "frequency_score": _quintile(connection, Customer.orders_count, eligible, count),
+            "monetary_score": _quintile(connection, Customer.total_spent, eligible, count),
+            "win_back_priority": _expected_return_sql(now),
+        }
+    else:
+        new = {
+            name: sa.cast(sa.null(), Customer.__table__.c[name].type)
+            for name in ("recency_score", "frequency_score", "monetary_score", "win_back_priority")
+        }
+    # Scored customers get their new scores, and those who no longer qualify get none.
+    scores = (
+        sa.select(
+            customers.c.id,
+            *(sa.case((eligible, value), else_=None).label(name) for name, value in new.items()),
+            *(customers.c[name].label(f"stored_{name}") for name in _SCORE_COLUMNS),
+            sa.case((eligible, sa.literal(now, UTCDateTime())), else_=None).label("scored_at"),
+            customers.c.scored_at.label("stored_scored_at"),
+        )
+        .where(sa.or_(eligible, customers.c.scored_at.is_not(None)))
+        .subquery("scores")
+    )
+    fm = (scores.c.frequency_score + scores.c.monetary_score + 1) // 2
+    segment = sa.case(
+        {
+            r * 10 + position + 1: name.value
+            for r, names in SEGMENT_MAP.items()
+            for position, name in enumerate(names)
+        },
+        value=scores.c.recency_score * 10 + fm,
+    )
+    changed = sa.or_(
+        *(scores.c[name].is_distinct_from(scores.c[f"stored_{name}"]) for name in new),
+        segment.is_distinct_from(scores.c.stored_segment),
+        # Scored for the first time, or no longer: the scores alone may not tell.
+        scores.c.scored_at.is_(None) != scores.c.stored_scored_at.is_(None),
+    )
+    connection.execute(
+        sa.insert(_new_scores).from_select(
+            ["id", *_SCORE_COLUMNS, "scored_at"],
+            sa.select(
+                scores.c.id,
+                scores.c.recency_score,
+                scores.c.frequency_score,
+                scores.c.monetary_score,
+                segment,
+                scores.c.win_back_priority,
+                scores.c.scored_at,
+            ).where(changed),
+        )
+    )
+    return count, everyone
 
-    Rewriting a million index entries one row at a time costs more than the rest of the
-    recompute together; building the index again from sorted keys takes a second. Readers are
-    not held up: under WAL they keep reading the last committed state, indexes included, and a
-    failure rolls the drop back with everything else. PostgreSQL keeps its indexes: dropping
-    one would lock readers out of the table until the commit."""
-    if dialect_name() != "sqlite":
+
+class _WriteSlices:
+    """Short write transactions on one connection that, on SQLite, leave the write lock free for
+    a moment after every WRITE_SLICE seconds of holding it (see PAUSE)."""
+
+    def __init__(self, connection: sa.Connection) -> None:
+        self.connection = connection
+        self.sqlite = connection.dialect.name == "sqlite"
+        self.held = 0.0
+        self.longest = 0.0  # the longest single write transaction, in seconds
+
+    @contextmanager
+    def transaction(self) -> Iterator[sa.Connection]:
+        began = time.monotonic()
+        with write_intent(True), self.connection.begin():
+            yield self.connection
+        took = time.monotonic() - began
+        self.longest = max(self.longest, took)
+        self.held += took
+        if self.sqlite and self.held >= WRITE_SLICE:
+            time.sleep(PAUSE)
+            self.held = 0.0
+
+
+def _write(writes: _WriteSlices, now: datetime, changes: int, chunk_rows: int, *, rebuild: bool) -> None:
+    """Copy the new scores into customers, chunk by chunk, each chunk its own write transaction."""
+    new = _new_scores
+    customers = Customer.__table__
+    statement = (
+        sa.update(customers)
+        .where(
+            customers.c.id == new.c.id,
+            new.c.number > sa.bindparam("after"),
+            new.c.number <= sa.bindparam("upto"),
+            # Not over the scores of a later recompute, nor onto a customer erased meanwhile.
+            sa.or_(customers.c.scored_at.is_(None), customers.c.scored_at <= now),
+            sa.or_(new.c.scored_at.is_(None), scorable()),
+        )
+        .values(
+            {name: new.c[name] for name in _SCORE_COLUMNS}
+            | {"scored_at": new.c.scored_at, "updated_at": customers.c.updated_at}
+        )
+    )
+    with _indexes_rebuilt_after(writes, rebuild=rebuild):
+        for after in range(0, changes, chunk_rows):
+            with writes.transaction() as connection:
+                connection.execute(statement, {"after": after, "upto": after + chunk_rows})
+
+
+@contextmanager
+def _indexes_rebuilt_after(writes: _WriteSlices, *, rebuild: bool) -> Iterator[None]:
+    """On SQLite, when `rebuild`, drop the indexes on the segment and priority for the duration
+    of the block and build them again after it, each in a short write transaction of its own.
+
+    Moving a million index entries one row at a time costs several times more than the rest of
+    the recompute together; building the index again from sorted keys takes under a second.
+    Meanwhile readers get the same answers from the table itself, only slower. The indexes are
+    built again also when the block fails. PostgreSQL keeps its indexes: dropping one would lock
+    readers out of the table."""
+    if not rebuild or not writes.sqlite:
         yield
         return
     rebuilt = [
@@ -199,20 +318,25 @@ def _indexes_rebuilt_after() -> Iterator[None]:
         for index in Customer.__table__.indexes
         if {column.name for column in index.columns} & {"segment", "win_back_priority"}
     ]
-    connection = db.session.connection()
-    for index in rebuilt:
-        index.drop(connection)
-    yield
-    for index in rebuilt:
-        index.create(connection)
+    with writes.transaction() as connection:
+        for index in rebuilt:
+            index.drop(connection, checkfirst=True)
+    try:
+        yield
+    finally:
+        for index in rebuilt:
+            with writes.transaction() as connection:
+                index.create(connection, checkfirst=True)
 
 
-def _quintile(column: sa.ColumnElement, eligible: sa.ColumnElement[bool], count: int) -> sa.ColumnElement:
+def _quintile(
+    connection: sa.Connection, column: sa.ColumnElement, eligible: sa.ColumnElement[bool], count: int
+) -> sa.ColumnElement:
     """A 1-5 score by quintile: 1 + the number of whole fifths of scored customers whose value
     is strictly lower. Equal values therefore share a score.
 
     The four cut points are read in one window query (the values at positions ceil(k*n/5) in
-    ascending order); the score is then a CASE over the row's own value, so the UPDATE is a
+    ascending order); the score is then a CASE over the row's own value, so scoring is a
     single pass with no join back to a ranked copy of the table."""
     positions = [(k * count + 4) // 5 for k in range(1, 5)]
     ranked = (
@@ -224,7 +348,7 @@ def _quintile(column: sa.ColumnElement, eligible: sa.ColumnElement[bool], count:
         .subquery()
     )
     found = dict(
-        db.session.execute(
+        connection.execute(
             sa.select(ranked.c.position, ranked.c.value).where(ranked.c.position.in_(sorted(set(positions))))
         ).all()
     )
