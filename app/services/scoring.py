@@ -127,34 +127,21 @@ def scorable() -> sa.ColumnElement[bool]:
 # write lock for about 0.1-0.2 s.
 CHUNK_ROWS = 50_000
 # SQLite has no queue for its write lock: a writer that finds it taken sleeps and tries again,
-# up to 0.1 s between tries, and would rarely hit the moment between two chunks. So after
-# holding the lock for WRITE_SLICE seconds in all, the recompute leaves it free for PAUSE
-# seconds, longer than any such sleep: every writer that was waiting gets in. No writer then
-# waits much more than WRITE_SLICE + PAUSE, far below the busy timeout.
-WRITE_SLICE = 0.5
+# up to 0.1 s between tries. It usually gets in while a chunk's commit is checkpointed, but it
+# could keep missing those moments. So after holding the lock for WRITE_SLICE seconds in all,
+# the recompute leaves it free for PAUSE seconds, longer than any such sleep: every writer that
+# was waiting gets in. No writer waits much more than WRITE_SLICE + PAUSE, far below the
+# busy timeout.
+WRITE_SLICE = 1.0
 PAUSE = 0.11
 # On SQLite, when more than this share of all customers gets new scores, the two indexes on the
 # segment and the priority are dropped for the rewrite and built again after it: moving a
 # million entries one by one costs several times more than building the index from scratch.
 REBUILD_SHARE = 0.25
 
-# The new scores of every customer whose stored scores differ from them, computed first, without
-# the write lock; a temporary table of this recompute's connection, never in the app's metadata.
-_new_scores = sa.Table(
-    "winback_new_scores",
-    sa.MetaData(),
-    # Numbered 1, 2, 3 ... in customer id order: a chunk is a range of numbers.
-    sa.Column("number", sa.Integer, primary_key=True),
-    sa.Column("id", sa.Integer, nullable=False),
-    sa.Column("recency_score", sa.SmallInteger),
-    sa.Column("frequency_score", sa.SmallInteger),
-    sa.Column("monetary_score", sa.SmallInteger),
-    sa.Column("segment", sa.String(40)),
-    sa.Column("win_back_priority", sa.BigInteger),
-    sa.Column("scored_at", UTCDateTime),
-    prefixes=["TEMPORARY"],
-)
 _SCORE_COLUMNS = ("recency_score", "frequency_score", "monetary_score", "segment", "win_back_priority")
+# Customers looked at to tell how many will get new scores (see REBUILD_SHARE).
+SAMPLE_ROWS = 10_000
 
 
 def recompute_scores(*, now: datetime, chunk_rows: int = CHUNK_ROWS) -> int:
@@ -164,92 +151,112 @@ def recompute_scores(*, now: datetime, chunk_rows: int = CHUNK_ROWS) -> int:
     from SEGMENT_MAP and the priority from the expected-return formula. Customers who no longer
     qualify lose their scores. Returns how many customers were scored.
 
-    The session's pending work is committed first. The scores are then worked out in one read
-    transaction (on SQLite without the write lock) into a temporary table that keeps only the
-    customers whose scores change, and written from it in transactions of `chunk_rows`
-    customers each, so that other writers get the database between chunks. A customer written
-    meanwhile by a later recompute, or erased meanwhile, is left as it is."""
+    The session's pending work is committed first. The cut points of the quintiles are read in
+    one read transaction (on SQLite without the write lock). The customers are then rewritten in
+    id order, `chunk_rows` ids per write transaction, so that other writers get the database
+    between chunks; only customers whose scores change are written. A customer scored meanwhile
+    by a later recompute is left as it is, and one erased meanwhile loses their scores."""
     db.session.commit()
     with db.engine.connect() as connection:
-        try:
-            with write_intent(False), connection.begin():
-                count, everyone = _work_out(connection, now)
-                changes = connection.execute(sa.select(sa.func.max(_new_scores.c.number))).scalar() or 0
-            writes = _WriteSlices(connection)
-            _write(writes, now, changes, chunk_rows, rebuild=changes > REBUILD_SHARE * everyone)
-        finally:
-            with write_intent(False), connection.begin():
-                connection.execute(sa.schema.DropTable(_new_scores, if_exists=True))
+        with write_intent(False), connection.begin():
+            count, first, last = _counts(connection)
+            new = _new_scores(connection, now, count)
+            share = _changing_share(connection, new, now, first, last)
+        if first is None:
+            return count
+        writes = _WriteSlices(connection)
+        with _indexes_rebuilt_after(writes, rebuild=share > REBUILD_SHARE):
+            statement = _rewrite(new, now)
+            for after in range(first - 1, last, chunk_rows):
+                with writes.transaction():
+                    connection.execute(statement, {"after": after, "upto": after + chunk_rows})
     return count
 
 
-def _work_out(connection: sa.Connection, now: datetime) -> tuple[int, int]:
-    """Fill the temporary table with the new scores that differ from the stored ones (None for
-    a customer who no longer qualifies), in one scan of the customers after the three that find
-    the quintiles. Returns how many customers are scored, and how many there are in all."""
-    eligible = scorable()
-    customers = Customer.__table__
-    connection.execute(sa.schema.DropTable(_new_scores, if_exists=True))
-    _new_scores.create(connection)
-    count, everyone = connection.execute(
+def _counts(connection: sa.Connection) -> tuple[int, int | None, int | None]:
+    """How many customers are to be scored, and the first and last customer id."""
+    count, first, last = connection.execute(
         sa.select(
-            sa.func.coalesce(sa.func.sum(sa.case((eligible, 1), else_=0)), 0), sa.func.count()
-        ).select_from(customers)
-    ).one()
-    if count:
-        new = {
-            "recency_score": _quintile(connection, Customer.last_purchase_at, eligible, count),
-            "frequency_score": _quintile(connection, Customer.orders_count, eligible, count),
-            "monetary_score": _quintile(connection, Customer.total_spent, eligible, count),
-            "win_back_priority": _expected_return_sql(now),
-        }
-    else:
-        new = {
-            name: sa.cast(sa.null(), Customer.__table__.c[name].type)
-            for name in ("recency_score", "frequency_score", "monetary_score", "win_back_priority")
-        }
-    # Scored customers get their new scores, and those who no longer qualify get none.
-    scores = (
-        sa.select(
-            customers.c.id,
-            *(sa.case((eligible, value), else_=None).label(name) for name, value in new.items()),
-            *(customers.c[name].label(f"stored_{name}") for name in _SCORE_COLUMNS),
-            sa.case((eligible, sa.literal(now, UTCDateTime())), else_=None).label("scored_at"),
-            customers.c.scored_at.label("stored_scored_at"),
+            sa.func.coalesce(sa.func.sum(sa.case((scorable(), 1), else_=0)), 0),
+            sa.func.min(Customer.id),
+            sa.func.max(Customer.id),
         )
-        .where(sa.or_(eligible, customers.c.scored_at.is_not(None)))
-        .subquery("scores")
-    )
-    fm = (scores.c.frequency_score + scores.c.monetary_score + 1) // 2
+    ).one()
+    return int(count), first, last
+
+
+def _new_scores(connection: sa.Connection, now: datetime, count: int) -> dict[str, sa.ColumnElement]:
+    """Each score column's new value as SQL over the customer's own row: the quintiles by the cut
+    points read now, the segment, the priority and the time; None for those not to be scored."""
+    eligible = scorable()
+    columns = Customer.__table__.c
+    if not count:
+        return {name: sa.cast(sa.null(), columns[name].type) for name in (*_SCORE_COLUMNS, "scored_at")}
+    recency = _quintile(connection, Customer.last_purchase_at, eligible, count)
+    frequency = _quintile(connection, Customer.orders_count, eligible, count)
+    monetary = _quintile(connection, Customer.total_spent, eligible, count)
     segment = sa.case(
         {
             r * 10 + position + 1: name.value
             for r, names in SEGMENT_MAP.items()
             for position, name in enumerate(names)
         },
-        value=scores.c.recency_score * 10 + fm,
+        value=recency * 10 + (frequency + monetary + 1) // 2,
     )
-    changed = sa.or_(
-        *(scores.c[name].is_distinct_from(scores.c[f"stored_{name}"]) for name in new),
-        segment.is_distinct_from(scores.c.stored_segment),
-        # Scored for the first time, or no longer: the scores alone may not tell.
-        scores.c.scored_at.is_(None) != scores.c.stored_scored_at.is_(None),
+    values = {
+        "recency_score": recency,
+        "frequency_score": frequency,
+        "monetary_score": monetary,
+        "segment": segment,
+        "win_back_priority": _expected_return_sql(now),
+        "scored_at": sa.literal(now, UTCDateTime()),
+    }
+    return {name: sa.case((eligible, value), else_=None) for name, value in values.items()}
+
+
+def _changes(new: dict[str, sa.ColumnElement], now: datetime) -> sa.ColumnElement[bool]:
+    """Whether a customer's row is to be written: their scores change (or they get scores for
+    the first time, or lose them), and no later recompute has scored them meanwhile."""
+    columns = Customer.__table__.c
+    return sa.and_(
+        sa.or_(scorable(), columns.scored_at.is_not(None)),
+        sa.or_(columns.scored_at.is_(None), columns.scored_at <= now),
+        sa.or_(
+            *(new[name].is_distinct_from(columns[name]) for name in _SCORE_COLUMNS),
+            new["scored_at"].is_(None) != columns.scored_at.is_(None),
+        ),
     )
-    connection.execute(
-        sa.insert(_new_scores).from_select(
-            ["id", *_SCORE_COLUMNS, "scored_at"],
-            sa.select(
-                scores.c.id,
-                scores.c.recency_score,
-                scores.c.frequency_score,
-                scores.c.monetary_score,
-                segment,
-                scores.c.win_back_priority,
-                scores.c.scored_at,
-            ).where(changed),
+
+
+def _changing_share(
+    connection: sa.Connection, new: dict[str, sa.ColumnElement], now: datetime, first, last
+) -> float:
+    """The share of customers whose row the recompute will write, from an even sample."""
+    if first is None:
+        return 0.0
+    step = max(1, (last - first + 1) // SAMPLE_ROWS)
+    sampled, changing = connection.execute(
+        sa.select(
+            sa.func.count(), sa.func.coalesce(sa.func.sum(sa.case((_changes(new, now), 1), else_=0)), 0)
         )
+        .select_from(Customer)
+        .where(Customer.id % step == 0)
+    ).one()
+    return int(changing) / sampled if sampled else 0.0
+
+
+def _rewrite(new: dict[str, sa.ColumnElement], now: datetime) -> sa.Update:
+    """The UPDATE of one chunk of customer ids (after, upto]: only the rows that change."""
+    columns = Customer.__table__.c
+    return (
+        sa.update(Customer.__table__)
+        .where(
+            columns.id > sa.bindparam("after"),
+            columns.id <= sa.bindparam("upto"),
+            _changes(new, now),
+        )
+        .values({**new, "updated_at": columns.updated_at})  # derived figures: not an edit
     )
-    return count, everyone
 
 
 class _WriteSlices:
@@ -273,31 +280,6 @@ class _WriteSlices:
         if self.sqlite and self.held >= WRITE_SLICE:
             time.sleep(PAUSE)
             self.held = 0.0
-
-
-def _write(writes: _WriteSlices, now: datetime, changes: int, chunk_rows: int, *, rebuild: bool) -> None:
-    """Copy the new scores into customers, chunk by chunk, each chunk its own write transaction."""
-    new = _new_scores
-    customers = Customer.__table__
-    statement = (
-        sa.update(customers)
-        .where(
-            customers.c.id == new.c.id,
-            new.c.number > sa.bindparam("after"),
-            new.c.number <= sa.bindparam("upto"),
-            # Not over the scores of a later recompute, nor onto a customer erased meanwhile.
-            sa.or_(customers.c.scored_at.is_(None), customers.c.scored_at <= now),
-            sa.or_(new.c.scored_at.is_(None), scorable()),
-        )
-        .values(
-            {name: new.c[name] for name in _SCORE_COLUMNS}
-            | {"scored_at": new.c.scored_at, "updated_at": customers.c.updated_at}
-        )
-    )
-    with _indexes_rebuilt_after(writes, rebuild=rebuild):
-        for after in range(0, changes, chunk_rows):
-            with writes.transaction() as connection:
-                connection.execute(statement, {"after": after, "upto": after + chunk_rows})
 
 
 @contextmanager
