@@ -380,6 +380,52 @@ def test_a_file_that_breaks_part_way_leaves_nothing_half_imported(app, monkeypat
     assert orders() == {}
 
 
+def order_indexes() -> set[str]:
+    db.session.commit()
+    return {index["name"] for index in sa.inspect(db.engine).get_indexes("orders")}
+
+
+def import_file(tmp_path, text: str, **options):
+    path = tmp_path / "orders.csv"
+    path.write_text(text)
+    with path.open("rb") as stream:
+        return import_orders(stream, path.name, now=utcnow(), **options)
+
+
+def test_a_file_larger_than_the_table_is_loaded_with_its_index_built_after(app, tmp_path, monkeypatch):
+    monkeypatch.setattr("app.services.imports.BATCH_SIZE", 3)
+    monkeypatch.setattr("app.services.imports.POSTGRESQL_BATCH_SIZE", 3)
+    indexes = order_indexes()
+    assert "ix_orders_customer_placed" in indexes
+    rows = "".join(f"{n},c{n % 4}@example.com,2024-01-{1 + n:02},{n}.50,GBP,,\n" for n in range(10))
+    summary = import_file(tmp_path, HEADER + rows)
+    assert summary.line() == "orders.csv: 10 imported, 0 updated, 0 unchanged, 0 skipped; 4 new customers"
+    assert order_indexes() == indexes
+    figures = customers()["c1@example.com"]
+    assert (figures.orders_count, figures.total_spent) == (3, 150 + 550 + 950)
+    assert figures.last_purchase_at == at("2024-01-10T00:00:00")
+    # Nothing half done: a strict import that saves nothing leaves the index as it was.
+    summary = import_file(
+        tmp_path, HEADER + "20,ada@example.com,2024-01-01,1,GBP,,\n21,nope,2024,1,GBP,,\n", strict=True
+    )
+    assert summary.committed is False
+    assert order_indexes() == indexes
+
+
+def test_foreign_keys_are_checked_again_after_an_orders_import(app, tmp_path):
+    import_file(tmp_path, HEADER + "1,ada@example.com,2024-01-01,10,GBP,,\n")
+    # The import did not check each order's customer (each came from a join with customers);
+    # the connection it used checks them again for whoever uses it next.
+    for _ in range(3):
+        with pytest.raises(sa.exc.IntegrityError):
+            db.session.execute(
+                sa.insert(Order).values(
+                    source="csv", external_id="x", customer_id=999_999, placed_at=utcnow(), amount=1
+                )
+            )
+        db.session.rollback()
+
+
 def test_strict_imports_nothing_when_any_row_is_bad(app):
     summary = run_import(
         HEADER + "1,ada@example.com,2024-01-01,10,GBP,,\n2,nope,2024-01-01,1,GBP,,\n", strict=True
