@@ -380,6 +380,10 @@ class _Run:
             parsed = datetime.fromisoformat(value)
         except ValueError:
             parsed = parse_datetime(value, day_first=self.day_first, timezone=self.zone)
+        else:
+            if not self.postgresql and _UTC_SECONDS.fullmatch(value):
+                # 2025-03-04T10:15:00Z, as most exports write it, is already what SQLite stores.
+                return f"{value[:10]} {value[11:19]}.000000"
         try:
             parsed = (parsed if parsed.tzinfo else parsed.replace(tzinfo=self.zone)).astimezone(UTC)
         except OverflowError as exc:  # the first or last day of year 1 or 9999, moved to UTC
@@ -411,6 +415,7 @@ class _Run:
         return {by_hash[hashed] for hashed in found}
 
 
+_UTC_SECONDS = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ")
 _PLAIN_EMAIL = re.compile(
     r"[a-z0-9_+\-]+(?:\.[a-z0-9_+\-]+)*@((?:[a-z0-9](?:[a-z0-9\-]{0,61}[a-z0-9])?\.)+([a-z]{2,63}))"
 )

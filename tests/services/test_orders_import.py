@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
-from hypothesis import given, settings
+from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from app.exceptions import InvalidInput, UnreadableFile
@@ -603,3 +603,24 @@ def test_the_quick_path_for_addresses_answers_as_normalise_email_does(raw):
 )
 def test_the_quick_path_agrees_on_edge_cases(raw):
     assert answer(fast_normalise_email, raw) == answer(normalise_email, raw)
+
+
+# --- the quick path for dates -------------------------------------------------------------
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(
+    st.datetimes(min_value=datetime(1, 1, 2), max_value=datetime(9999, 12, 30)).map(
+        lambda moment: moment.replace(microsecond=0)
+    )
+)
+def test_a_utc_time_written_with_z_is_stored_as_the_full_parser_stores_it(app, moment):
+    written = moment.strftime("%Y-%m-%dT%H:%M:%SZ").rjust(20, "0")
+    # The same moment with an explicit offset takes the full path: both must store one value.
+    spelled = moment.replace(tzinfo=UTC).isoformat()
+    db.session.execute(sa.delete(Order))
+    db.session.commit()
+    run_import(HEADER + f"1,ada@example.com,{written},1,GBP,,\n2,ada@example.com,{spelled},1,GBP,,\n")
+    db.session.expire_all()
+    stored = {order.external_id: order.placed_at for order in db.session.scalars(sa.select(Order))}
+    assert stored == {"1": moment.replace(tzinfo=UTC), "2": moment.replace(tzinfo=UTC)}
