@@ -290,9 +290,9 @@ def _indexes_rebuilt_after(writes: _WriteSlices, *, rebuild: bool) -> Iterator[N
     Moving a million index entries one row at a time costs several times more than the rest of
     the recompute together; building the index again from sorted keys takes under a second.
     Meanwhile readers get the same answers from the table itself, only slower. The indexes are
-    built again also when the block fails. PostgreSQL keeps its indexes: dropping one would lock
-    readers out of the table."""
-    if not rebuild or not writes.sqlite:
+    built again also when the block fails, and by the next recompute if the process died
+    meanwhile. PostgreSQL keeps its indexes: dropping one would lock readers out of the table."""
+    if not writes.sqlite:
         yield
         return
     rebuilt = [
@@ -300,15 +300,19 @@ def _indexes_rebuilt_after(writes: _WriteSlices, *, rebuild: bool) -> Iterator[N
         for index in Customer.__table__.indexes
         if {column.name for column in index.columns} & {"segment", "win_back_priority"}
     ]
-    with writes.transaction() as connection:
-        for index in rebuilt:
-            index.drop(connection, checkfirst=True)
+    if rebuild:
+        with writes.transaction() as connection:
+            for index in rebuilt:
+                index.drop(connection, checkfirst=True)
     try:
         yield
     finally:
+        with write_intent(False), writes.connection.begin():
+            present = {row[1] for row in writes.connection.exec_driver_sql("PRAGMA index_list(customers)")}
         for index in rebuilt:
-            with writes.transaction() as connection:
-                index.create(connection, checkfirst=True)
+            if index.name not in present:
+                with writes.transaction() as connection:
+                    index.create(connection)
 
 
 def _quintile(

@@ -218,3 +218,19 @@ def test_an_older_recompute_does_not_overwrite_a_newer_one(app):
     # A recompute that began earlier but writes later (its `now` is older) leaves them alone.
     scoring.recompute_scores(now=now)
     assert stored_scores() == newer
+
+
+def test_a_recompute_builds_the_priority_indexes_a_killed_one_left_dropped(app):
+    if db.engine.dialect.name != "sqlite":
+        pytest.skip("PostgreSQL never drops them")
+    add_customers(500)
+    scoring.recompute_scores(now=utcnow())
+    names = {"ix_customers_segment_priority", "ix_customers_status_priority"}
+    # As a recompute killed between dropping and building them would leave them.
+    for name in names:
+        db.session.execute(sa.text(f"DROP INDEX {name}"))
+    db.session.commit()
+    # A run with nothing to change builds them all the same.
+    scoring.recompute_scores(now=utcnow())
+    db.session.commit()
+    assert names <= {index["name"] for index in sa.inspect(db.engine).get_indexes("customers")}
