@@ -266,17 +266,15 @@ class _WriteSlices:
     def __init__(self, connection: sa.Connection) -> None:
         self.connection = connection
         self.sqlite = connection.dialect.name == "sqlite"
-        self.held = 0.0
-        self.longest = 0.0  # the longest single write transaction, in seconds
+        self.held = 0.0  # seconds the write lock was held since the last pause
 
     @contextmanager
     def transaction(self) -> Iterator[sa.Connection]:
+        """One write transaction (BEGIN IMMEDIATE on SQLite), then a pause if one is due."""
         began = time.monotonic()
         with write_intent(True), self.connection.begin():
             yield self.connection
-        took = time.monotonic() - began
-        self.longest = max(self.longest, took)
-        self.held += took
+        self.held += time.monotonic() - began
         if self.sqlite and self.held >= WRITE_SLICE:
             time.sleep(PAUSE)
             self.held = 0.0
