@@ -4,6 +4,8 @@ transactions that take the write lock when they begin; PostgreSQL runs through p
 from __future__ import annotations
 
 import sqlite3
+from collections.abc import Iterator
+from contextlib import contextmanager
 from contextvars import ContextVar
 
 import sqlalchemy as sa
@@ -16,6 +18,11 @@ from app.extensions import db
 # block); a GET that must record something writes first, before reading.
 _may_write: ContextVar[bool] = ContextVar("winback_may_write", default=True)
 READ_ONLY_METHODS = {"GET", "HEAD", "OPTIONS"}
+# Whether SQLite transactions begun on this thread enforce foreign keys (the default). A bulk
+# load whose every key comes from a join with the parent table in the same transaction may turn
+# the per-row check off (see foreign_keys_unchecked).
+_check_foreign_keys: ContextVar[bool] = ContextVar("winback_check_foreign_keys", default=True)
+_FOREIGN_KEYS_OFF = "winback_foreign_keys_off"  # in a pooled connection's info while they are off
 
 
 def init_app(app: Flask) -> None:
@@ -40,6 +47,13 @@ def init_app(app: Flask) -> None:
 
     @sa.event.listens_for(engine, "begin")
     def _on_begin(connection: sa.Connection) -> None:
+        # Foreign keys can only be switched between transactions; every transaction sets them as
+        # its thread asks, so a connection that had them off never lends that to the next user.
+        info = connection.connection.info
+        unchecked = not _check_foreign_keys.get()
+        if unchecked != info.get(_FOREIGN_KEYS_OFF, False):
+            connection.exec_driver_sql(f"PRAGMA foreign_keys = {'OFF' if unchecked else 'ON'}")
+            info[_FOREIGN_KEYS_OFF] = unchecked
         # IMMEDIATE takes the write lock up front: two writers wait on busy_timeout instead of
         # failing with "database is locked" when a read transaction tries to upgrade.
         connection.exec_driver_sql("BEGIN IMMEDIATE" if _may_write.get() else "BEGIN")
@@ -57,3 +71,28 @@ def set_write_intent(may_write: bool) -> None:
     """Say whether this thread's next SQLite transactions take the write lock when they begin
     (the default). Tests that read between requests turn it off so they never block the app."""
     _may_write.set(may_write)
+
+
+@contextmanager
+def write_intent(may_write: bool) -> Iterator[None]:
+    """Within the block, SQLite transactions on this thread begin as `may_write` says: a long
+    read that must not hold the write lock begins deferred, a short write begins IMMEDIATE."""
+    token = _may_write.set(may_write)
+    try:
+        yield
+    finally:
+        _may_write.reset(token)
+
+
+@contextmanager
+def foreign_keys_unchecked() -> Iterator[None]:
+    """SQLite transactions that begin within the block do not check foreign keys row by row.
+
+    Only for a bulk load whose every key is taken from a join with the parent table in the same
+    write transaction, so that no row can break a key; a transaction already under way keeps
+    its checks. PostgreSQL is not affected."""
+    token = _check_foreign_keys.set(False)
+    try:
+        yield
+    finally:
+        _check_foreign_keys.reset(token)

@@ -8,7 +8,14 @@ times, in alternating rounds on the same data:
   every row (the physical floor for rewriting the table once), and one ``SELECT NTILE(5) OVER
   (ORDER BY last_purchase_at)`` over the same rows (the floor for ranking them once);
 * ``recompute_scores``: three quintile rankings, segment and priority for every scored
-  customer, and the indexes on them kept up to date, committed once.
+  customer, and the indexes on them kept up to date. Round 1 scores the base for the first time;
+  each later round is a day later, so nearly every priority moves and is written again. A last
+  run at the same time as the round before it finds nothing to change.
+
+While each recompute runs, a second process writes as a web request would (``BEGIN IMMEDIATE``,
+one row, ``COMMIT``, every 20 ms, with the app's busy timeout) and reports how many of its writes
+failed and the longest it waited. The recompute's own longest write transaction (from its
+``BEGIN IMMEDIATE`` to the end of its ``COMMIT``) is reported too.
 
 It prints the median of ``BENCH_RUNS`` rounds (default 2) of each, the ratio of the recompute to
 the UPDATE baseline, and whether the recompute meets the 10 s target. Environment knobs:
@@ -17,12 +24,16 @@ the UPDATE baseline, and whether the recompute meets the 10 s target. Environmen
 
 from __future__ import annotations
 
+import json
 import os
 import random
+import sqlite3
 import statistics
+import subprocess
 import sys
 import time
 from datetime import datetime, timedelta
+from typing import ClassVar
 
 from common import ROOT, finish_work_dir, machine, new_work_dir
 
@@ -154,11 +165,106 @@ def baseline_ntile() -> float:
     return time.perf_counter() - started
 
 
-def recompute(now: datetime) -> tuple[float, int]:
-    """One full recompute; returns seconds and customers scored."""
+class TimedConnection(sqlite3.Connection):
+    """The app's SQLite connections, timing each write transaction from its BEGIN IMMEDIATE to
+    the end of its COMMIT (which includes the checkpoint SQLite may run after it)."""
+
+    longest = 0.0
+
+    def execute(self, sql, *args):
+        if sql == "BEGIN IMMEDIATE":
+            self.began = time.perf_counter()
+        return super().execute(sql, *args)
+
+    def cursor(self, *args, **kwargs):
+        return TimedCursor(self)
+
+    def commit(self) -> None:
+        super().commit()
+        self.ended()
+
+    def rollback(self) -> None:
+        super().rollback()
+        self.began = None
+
+    def ended(self) -> None:
+        began = getattr(self, "began", None)
+        if began is not None:
+            TimedConnection.longest = max(TimedConnection.longest, time.perf_counter() - began)
+            self.began = None
+
+
+class TimedCursor(sqlite3.Cursor):
+    def execute(self, sql, *args):
+        if sql == "BEGIN IMMEDIATE":
+            self.connection.began = time.perf_counter()
+        return super().execute(sql, *args)
+
+
+PROBE = """
+import json, sqlite3, sys, time
+connection = sqlite3.connect(sys.argv[1], isolation_level=None, timeout=float(sys.argv[2]))
+connection.execute("PRAGMA synchronous = NORMAL")  # as the app's connections
+waits, failures = [], 0
+while sys.stdin.readline().strip() == "go":
+    while True:
+        began = time.perf_counter()
+        try:
+            connection.execute("BEGIN IMMEDIATE")
+            connection.execute("INSERT INTO bench_probe (at) VALUES (?)", (began,))
+            connection.execute("COMMIT")
+            waits.append(time.perf_counter() - began)
+        except sqlite3.OperationalError:
+            failures += 1
+        if open(sys.argv[3]).read() == "stop":
+            break
+        time.sleep(0.02)
+    seen = {"writes": len(waits), "failures": failures, "longest": max(waits, default=0)}
+    print(json.dumps(seen), flush=True)
+    waits, failures = [], 0
+"""
+
+
+class Probe:
+    """A second process that writes while the recompute runs, as a web request would."""
+
+    def __init__(self, database: str, busy_timeout: float, work) -> None:
+        connection = sqlite3.connect(database)
+        connection.execute("CREATE TABLE IF NOT EXISTS bench_probe (at REAL)")
+        connection.commit()
+        connection.close()
+        self.flag = work / "probe.flag"
+        self.process = subprocess.Popen(
+            [sys.executable, "-c", PROBE, database, str(busy_timeout), str(self.flag)],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+
+    def start(self) -> None:
+        self.flag.write_text("")
+        self.process.stdin.write("go\n")
+        self.process.stdin.flush()
+        time.sleep(0.2)
+
+    def stop(self) -> dict:
+        self.flag.write_text("stop")
+        return json.loads(self.process.stdout.readline())
+
+    def close(self) -> None:
+        self.process.stdin.close()
+        self.process.wait(timeout=10)
+
+
+def recompute(now: datetime, probe: Probe) -> tuple[float, int, float, dict]:
+    """One full recompute beside the probe; returns seconds, customers scored, the longest write
+    transaction, and what the probe saw."""
+    TimedConnection.longest = 0.0
+    probe.start()
     started = time.perf_counter()
     scored = scoring.recompute_scores(now=now)
-    return time.perf_counter() - started, scored
+    seconds = time.perf_counter() - started
+    return seconds, scored, TimedConnection.longest, probe.stop()
 
 
 def main() -> int:
@@ -170,6 +276,7 @@ def main() -> int:
     class BenchConfig(TestingConfig):
         INSTANCE_PATH = str(instance)
         SQLALCHEMY_DATABASE_URI = f"sqlite:///{work / 'bench.db'}"
+        SQLALCHEMY_ENGINE_OPTIONS: ClassVar[dict] = {"connect_args": {"factory": TimedConnection}}
 
     print(f"machine: {machine()}")
     ok = False
@@ -181,17 +288,35 @@ def main() -> int:
             seconds = insert_customers(ROWS, now)
             print(f"data: {ROWS:,} customers inserted in {seconds:.1f} s ({work / 'bench.db'})")
 
-            updates, ntiles, recomputes = [], [], []
+            probe = Probe(str(work / "bench.db"), app.config["SQLITE_BUSY_TIMEOUT_MS"] / 1000, work)
+            updates, ntiles, recomputes, holds, waits, failures = [], [], [], [], [], 0
             scored = 0
+            at = now
             for number in range(1, RUNS + 1):
+                at = now + timedelta(days=number - 1)
                 updates.append(baseline_update())
                 ntiles.append(baseline_ntile())
-                elapsed, scored = recompute(now)
+                elapsed, scored, hold, seen = recompute(at, probe)
                 recomputes.append(elapsed)
+                holds.append(hold)
+                waits.append(seen["longest"])
+                failures += seen["failures"]
                 print(
                     f"round {number}: baseline UPDATE {updates[-1]:.2f} s, NTILE(5) {ntiles[-1]:.2f} s, "
-                    f"recompute_scores {recomputes[-1]:.2f} s ({scored:,} scored)"
+                    f"recompute_scores {recomputes[-1]:.2f} s ({scored:,} scored, "
+                    f"{'first scoring' if number == 1 else 'a day later'}); longest write transaction "
+                    f"{hold:.2f} s; a writer beside it: {seen['writes']} writes, {seen['failures']} failed, "
+                    f"longest wait {seen['longest']:.2f} s"
                 )
+            # The baseline UPDATE above rewrote the recency scores: put them back, then time a run
+            # that finds nothing to change.
+            scoring.recompute_scores(now=at)
+            unchanged, _, hold, seen = recompute(at, probe)
+            probe.close()
+            print(
+                f"again at the same time (nothing to change): {unchanged:.2f} s; longest write transaction "
+                f"{hold:.2f} s; writer: {seen['writes']} writes, {seen['failures']} failed"
+            )
 
             update, ntile, full = (statistics.median(values) for values in (updates, ntiles, recomputes))
             ratio = full / update if update else float("inf")
@@ -200,6 +325,10 @@ def main() -> int:
             print(f"baseline: NTILE(5) over every row          {ntile:6.2f} s (median of {RUNS})")
             print(f"recompute_scores                           {full:6.2f} s (median of {RUNS})")
             print(f"ratio recompute/UPDATE baseline: {ratio:.2f}")
+            print(
+                f"write lock: longest write transaction of the recompute {max(holds):.2f} s; a writer "
+                f"beside it waited at most {max(waits):.2f} s, {failures} of its writes failed"
+            )
             print(
                 f"summary: recompute_scores scored {scored:,} of {ROWS:,} customers in {full:.2f} s "
                 f"on SQLite, {ratio:.2f}x one plain UPDATE pass ({update:.2f} s); "

@@ -6,6 +6,7 @@ code. The SQL and the Python explanation of the priority use the same constants 
 from __future__ import annotations
 
 import enum
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -13,10 +14,11 @@ from datetime import datetime
 
 import sqlalchemy as sa
 
+from app.database import write_intent
 from app.extensions import db
 from app.models import Customer, CustomerStatus
 from app.models.base import UTCDateTime
-from app.services.sql import days_between, dialect_name, greatest
+from app.services.sql import days_between, greatest
 
 SECONDS_PER_DAY = 86_400
 DAYS_PER_YEAR = 365
@@ -113,7 +115,7 @@ def scorable() -> sa.ColumnElement[bool]:
     """Customers who get scores: at least one purchase, and not erased."""
     # Both erasure markers, not the status alone: besides covering a row marked only one way,
     # erased_at keeps SQLite from reading the rows through the (status, last purchase) index,
-    # which for an UPDATE of nearly every row is much slower than reading the table in order.
+    # which for a scan of nearly every row is much slower than reading the table in order.
     return sa.and_(
         Customer.last_purchase_at.is_not(None),
         Customer.erased_at.is_(None),
@@ -121,77 +123,174 @@ def scorable() -> sa.ColumnElement[bool]:
     )
 
 
-def recompute_scores(*, now: datetime) -> int:
+# Customers rewritten per write transaction: at a million customers a chunk holds SQLite's
+# write lock for about 0.1-0.2 s.
+CHUNK_ROWS = 50_000
+# SQLite has no queue for its write lock: a writer that finds it taken sleeps and tries again,
+# up to 0.1 s between tries. It usually gets in while a chunk's commit is checkpointed, but it
+# could keep missing those moments. So after holding the lock for WRITE_SLICE seconds in all,
+# the recompute leaves it free for PAUSE seconds, longer than any such sleep: every writer that
+# was waiting gets in. No writer waits much more than WRITE_SLICE + PAUSE, far below the
+# busy timeout.
+WRITE_SLICE = 1.0
+PAUSE = 0.11
+# On SQLite, when more than this share of all customers gets new scores, the two indexes on the
+# segment and the priority are dropped for the rewrite and built again after it: moving a
+# million entries one by one costs several times more than building the index from scratch.
+REBUILD_SHARE = 0.25
+
+_SCORE_COLUMNS = ("recency_score", "frequency_score", "monetary_score", "segment", "win_back_priority")
+# Customers looked at to tell how many will get new scores (see REBUILD_SHARE).
+SAMPLE_ROWS = 10_000
+
+
+def recompute_scores(*, now: datetime, chunk_rows: int = CHUNK_ROWS) -> int:
     """Score every customer who bought and is not erased, in a few set-based statements.
 
     R, F and M are quintiles over the scored customers (ties share a score); the segment comes
     from SEGMENT_MAP and the priority from the expected-return formula. Customers who no longer
-    qualify lose their scores. Commits once and returns how many customers were scored."""
-    eligible = scorable()
-    stale = sa.and_(sa.not_(eligible), Customer.scored_at.is_not(None))
-    # One scan counts both who gets scored and who has scores they should no longer have.
-    count, stale_count = db.session.execute(
-        sa.select(
-            sa.func.coalesce(sa.func.sum(sa.case((eligible, 1), else_=0)), 0),
-            sa.func.coalesce(sa.func.sum(sa.case((stale, 1), else_=0)), 0),
-        ).select_from(Customer)
-    ).one()
-    if stale_count:
-        db.session.execute(
-            sa.update(Customer.__table__)
-            .where(stale)
-            .values(
-                recency_score=None,
-                frequency_score=None,
-                monetary_score=None,
-                segment=None,
-                win_back_priority=None,
-                scored_at=None,
-                updated_at=Customer.updated_at,  # derived figures: not an edit of the customer
-            )
-        )
-    if count:
-        recency = _quintile(Customer.last_purchase_at, eligible, count)
-        frequency = _quintile(Customer.orders_count, eligible, count)
-        monetary = _quintile(Customer.total_spent, eligible, count)
-        fm = (frequency + monetary + 1) // 2
-        segment = sa.case(
-            {
-                r * 10 + position + 1: name.value
-                for r, names in SEGMENT_MAP.items()
-                for position, name in enumerate(names)
-            },
-            value=recency * 10 + fm,
-        )
-        with _indexes_rebuilt_after():
-            db.session.execute(
-                sa.update(Customer.__table__)
-                .where(eligible)
-                .values(
-                    recency_score=recency,
-                    frequency_score=frequency,
-                    monetary_score=monetary,
-                    segment=segment,
-                    win_back_priority=_expected_return_sql(now),
-                    scored_at=now,
-                    updated_at=Customer.updated_at,
-                )
-            )
+    qualify lose their scores. Returns how many customers were scored.
+
+    The session's pending work is committed first. The cut points of the quintiles are read in
+    one read transaction (on SQLite without the write lock). The customers are then rewritten in
+    id order, `chunk_rows` ids per write transaction, so that other writers get the database
+    between chunks; only customers whose scores change are written. A customer scored meanwhile
+    by a later recompute is left as it is, and one erased meanwhile loses their scores."""
     db.session.commit()
+    with db.engine.connect() as connection:
+        with write_intent(False), connection.begin():
+            count, first, last = _counts(connection)
+            new = _new_scores(connection, now, count)
+            share = _changing_share(connection, new, now, first, last)
+        if first is None:
+            return count
+        writes = _WriteSlices(connection)
+        with _indexes_rebuilt_after(writes, rebuild=share > REBUILD_SHARE):
+            statement = _rewrite(new, now)
+            for after in range(first - 1, last, chunk_rows):
+                with writes.transaction():
+                    connection.execute(statement, {"after": after, "upto": after + chunk_rows})
     return count
 
 
-@contextmanager
-def _indexes_rebuilt_after() -> Iterator[None]:
-    """On SQLite, drop the indexes on the segment and priority for the duration of the block and
-    build them again after it, in the same transaction.
+def _counts(connection: sa.Connection) -> tuple[int, int | None, int | None]:
+    """How many customers are to be scored, and the first and last customer id."""
+    count, first, last = connection.execute(
+        sa.select(
+            sa.func.coalesce(sa.func.sum(sa.case((scorable(), 1), else_=0)), 0),
+            sa.func.min(Customer.id),
+            sa.func.max(Customer.id),
+        )
+    ).one()
+    return int(count), first, last
 
-    Rewriting a million index entries one row at a time costs more than the rest of the
-    recompute together; building the index again from sorted keys takes a second. Readers are
-    not held up: under WAL they keep reading the last committed state, indexes included, and a
-    failure rolls the drop back with everything else. PostgreSQL keeps its indexes: dropping
-    one would lock readers out of the table until the commit."""
-    if dialect_name() != "sqlite":
+
+def _new_scores(connection: sa.Connection, now: datetime, count: int) -> dict[str, sa.ColumnElement]:
+    """Each score column's new value as SQL over the customer's own row: the quintiles by the cut
+    points read now, the segment, the priority and the time; None for those not to be scored."""
+    eligible = scorable()
+    columns = Customer.__table__.c
+    if not count:
+        return {name: sa.cast(sa.null(), columns[name].type) for name in (*_SCORE_COLUMNS, "scored_at")}
+    recency = _quintile(connection, Customer.last_purchase_at, eligible, count)
+    frequency = _quintile(connection, Customer.orders_count, eligible, count)
+    monetary = _quintile(connection, Customer.total_spent, eligible, count)
+    segment = sa.case(
+        {
+            r * 10 + position + 1: name.value
+            for r, names in SEGMENT_MAP.items()
+            for position, name in enumerate(names)
+        },
+        value=recency * 10 + (frequency + monetary + 1) // 2,
+    )
+    values = {
+        "recency_score": recency,
+        "frequency_score": frequency,
+        "monetary_score": monetary,
+        "segment": segment,
+        "win_back_priority": _expected_return_sql(now),
+        "scored_at": sa.literal(now, UTCDateTime()),
+    }
+    return {name: sa.case((eligible, value), else_=None) for name, value in values.items()}
+
+
+def _changes(new: dict[str, sa.ColumnElement], now: datetime) -> sa.ColumnElement[bool]:
+    """Whether a customer's row is to be written: their scores change (or they get scores for
+    the first time, or lose them), and no later recompute has scored them meanwhile."""
+    columns = Customer.__table__.c
+    return sa.and_(
+        sa.or_(scorable(), columns.scored_at.is_not(None)),
+        sa.or_(columns.scored_at.is_(None), columns.scored_at <= now),
+        sa.or_(
+            *(new[name].is_distinct_from(columns[name]) for name in _SCORE_COLUMNS),
+            new["scored_at"].is_(None) != columns.scored_at.is_(None),
+        ),
+    )
+
+
+def _changing_share(
+    connection: sa.Connection, new: dict[str, sa.ColumnElement], now: datetime, first, last
+) -> float:
+    """The share of customers whose row the recompute will write, from an even sample."""
+    if first is None:
+        return 0.0
+    step = max(1, (last - first + 1) // SAMPLE_ROWS)
+    sampled, changing = connection.execute(
+        sa.select(
+            sa.func.count(), sa.func.coalesce(sa.func.sum(sa.case((_changes(new, now), 1), else_=0)), 0)
+        )
+        .select_from(Customer)
+        .where(Customer.id % step == 0)
+    ).one()
+    return int(changing) / sampled if sampled else 0.0
+
+
+def _rewrite(new: dict[str, sa.ColumnElement], now: datetime) -> sa.Update:
+    """The UPDATE of one chunk of customer ids (after, upto]: only the rows that change."""
+    columns = Customer.__table__.c
+    return (
+        sa.update(Customer.__table__)
+        .where(
+            columns.id > sa.bindparam("after"),
+            columns.id <= sa.bindparam("upto"),
+            _changes(new, now),
+        )
+        .values({**new, "updated_at": columns.updated_at})  # derived figures: not an edit
+    )
+
+
+class _WriteSlices:
+    """Short write transactions on one connection that, on SQLite, leave the write lock free for
+    a moment after every WRITE_SLICE seconds of holding it (see PAUSE)."""
+
+    def __init__(self, connection: sa.Connection) -> None:
+        self.connection = connection
+        self.sqlite = connection.dialect.name == "sqlite"
+        self.held = 0.0  # seconds the write lock was held since the last pause
+
+    @contextmanager
+    def transaction(self) -> Iterator[sa.Connection]:
+        """One write transaction (BEGIN IMMEDIATE on SQLite), then a pause if one is due."""
+        began = time.monotonic()
+        with write_intent(True), self.connection.begin():
+            yield self.connection
+        self.held += time.monotonic() - began
+        if self.sqlite and self.held >= WRITE_SLICE:
+            time.sleep(PAUSE)
+            self.held = 0.0
+
+
+@contextmanager
+def _indexes_rebuilt_after(writes: _WriteSlices, *, rebuild: bool) -> Iterator[None]:
+    """On SQLite, when `rebuild`, drop the indexes on the segment and priority for the duration
+    of the block and build them again after it, each in a short write transaction of its own.
+
+    Moving a million index entries one row at a time costs several times more than the rest of
+    the recompute together; building the index again from sorted keys takes under a second.
+    Meanwhile readers get the same answers from the table itself, only slower. The indexes are
+    built again also when the block fails, and by the next recompute if the process died
+    meanwhile. PostgreSQL keeps its indexes: dropping one would lock readers out of the table."""
+    if not writes.sqlite:
         yield
         return
     rebuilt = [
@@ -199,20 +298,29 @@ def _indexes_rebuilt_after() -> Iterator[None]:
         for index in Customer.__table__.indexes
         if {column.name for column in index.columns} & {"segment", "win_back_priority"}
     ]
-    connection = db.session.connection()
-    for index in rebuilt:
-        index.drop(connection)
-    yield
-    for index in rebuilt:
-        index.create(connection)
+    if rebuild:
+        with writes.transaction() as connection:
+            for index in rebuilt:
+                index.drop(connection, checkfirst=True)
+    try:
+        yield
+    finally:
+        with write_intent(False), writes.connection.begin():
+            present = {row[1] for row in writes.connection.exec_driver_sql("PRAGMA index_list(customers)")}
+        for index in rebuilt:
+            if index.name not in present:
+                with writes.transaction() as connection:
+                    index.create(connection)
 
 
-def _quintile(column: sa.ColumnElement, eligible: sa.ColumnElement[bool], count: int) -> sa.ColumnElement:
+def _quintile(
+    connection: sa.Connection, column: sa.ColumnElement, eligible: sa.ColumnElement[bool], count: int
+) -> sa.ColumnElement:
     """A 1-5 score by quintile: 1 + the number of whole fifths of scored customers whose value
     is strictly lower. Equal values therefore share a score.
 
     The four cut points are read in one window query (the values at positions ceil(k*n/5) in
-    ascending order); the score is then a CASE over the row's own value, so the UPDATE is a
+    ascending order); the score is then a CASE over the row's own value, so scoring is a
     single pass with no join back to a ranked copy of the table."""
     positions = [(k * count + 4) // 5 for k in range(1, 5)]
     ranked = (
@@ -224,7 +332,7 @@ def _quintile(column: sa.ColumnElement, eligible: sa.ColumnElement[bool], count:
         .subquery()
     )
     found = dict(
-        db.session.execute(
+        connection.execute(
             sa.select(ranked.c.position, ranked.c.value).where(ranked.c.position.in_(sorted(set(positions))))
         ).all()
     )

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
-from hypothesis import given, settings
+from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from app.exceptions import InvalidInput, UnreadableFile
@@ -380,6 +380,52 @@ def test_a_file_that_breaks_part_way_leaves_nothing_half_imported(app, monkeypat
     assert orders() == {}
 
 
+def order_indexes() -> set[str]:
+    db.session.commit()
+    return {index["name"] for index in sa.inspect(db.engine).get_indexes("orders")}
+
+
+def import_file(tmp_path, text: str, **options):
+    path = tmp_path / "orders.csv"
+    path.write_text(text)
+    with path.open("rb") as stream:
+        return import_orders(stream, path.name, now=utcnow(), **options)
+
+
+def test_a_file_larger_than_the_table_is_loaded_with_its_index_built_after(app, tmp_path, monkeypatch):
+    monkeypatch.setattr("app.services.imports.BATCH_SIZE", 3)
+    monkeypatch.setattr("app.services.imports.POSTGRESQL_BATCH_SIZE", 3)
+    indexes = order_indexes()
+    assert "ix_orders_customer_placed" in indexes
+    rows = "".join(f"{n},c{n % 4}@example.com,2024-01-{1 + n:02},{n}.50,GBP,,\n" for n in range(10))
+    summary = import_file(tmp_path, HEADER + rows)
+    assert summary.line() == "orders.csv: 10 imported, 0 updated, 0 unchanged, 0 skipped; 4 new customers"
+    assert order_indexes() == indexes
+    figures = customers()["c1@example.com"]
+    assert (figures.orders_count, figures.total_spent) == (3, 150 + 550 + 950)
+    assert figures.last_purchase_at == at("2024-01-10T00:00:00")
+    # Nothing half done: a strict import that saves nothing leaves the index as it was.
+    summary = import_file(
+        tmp_path, HEADER + "20,ada@example.com,2024-01-01,1,GBP,,\n21,nope,2024,1,GBP,,\n", strict=True
+    )
+    assert summary.committed is False
+    assert order_indexes() == indexes
+
+
+def test_foreign_keys_are_checked_again_after_an_orders_import(app, tmp_path):
+    import_file(tmp_path, HEADER + "1,ada@example.com,2024-01-01,10,GBP,,\n")
+    # The import did not check each order's customer (each came from a join with customers);
+    # the connection it used checks them again for whoever uses it next.
+    for _ in range(3):
+        with pytest.raises(sa.exc.IntegrityError):
+            db.session.execute(
+                sa.insert(Order).values(
+                    source="csv", external_id="x", customer_id=999_999, placed_at=utcnow(), amount=1
+                )
+            )
+        db.session.rollback()
+
+
 def test_strict_imports_nothing_when_any_row_is_bad(app):
     summary = run_import(
         HEADER + "1,ada@example.com,2024-01-01,10,GBP,,\n2,nope,2024-01-01,1,GBP,,\n", strict=True
@@ -557,3 +603,24 @@ def test_the_quick_path_for_addresses_answers_as_normalise_email_does(raw):
 )
 def test_the_quick_path_agrees_on_edge_cases(raw):
     assert answer(fast_normalise_email, raw) == answer(normalise_email, raw)
+
+
+# --- the quick path for dates -------------------------------------------------------------
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(
+    st.datetimes(min_value=datetime(1, 1, 2), max_value=datetime(9999, 12, 30)).map(
+        lambda moment: moment.replace(microsecond=0)
+    )
+)
+def test_a_utc_time_written_with_z_is_stored_as_the_full_parser_stores_it(app, moment):
+    written = moment.strftime("%Y-%m-%dT%H:%M:%SZ").rjust(20, "0")
+    # The same moment with an explicit offset takes the full path: both must store one value.
+    spelled = moment.replace(tzinfo=UTC).isoformat()
+    db.session.execute(sa.delete(Order))
+    db.session.commit()
+    run_import(HEADER + f"1,ada@example.com,{written},1,GBP,,\n2,ada@example.com,{spelled},1,GBP,,\n")
+    db.session.expire_all()
+    stored = {order.external_id: order.placed_at for order in db.session.scalars(sa.select(Order))}
+    assert stored == {"1": moment.replace(tzinfo=UTC), "2": moment.replace(tzinfo=UTC)}
