@@ -17,6 +17,7 @@ RUN_IMPORT = "winback.run_import"
 SEND_CAMPAIGN = "winback.send_campaign"
 SEND_REMINDERS = "winback.send_reminders"
 TICK = "winback.tick"
+SEND_TEST = "winback.send_test"
 
 
 def celery_init_app(app: Flask) -> Celery:
@@ -83,6 +84,15 @@ def send_campaign(campaign_id: int) -> None:
         campaigns.send_campaign(campaign_id)
     except (InvalidInput, smtplib.SMTPException, OSError) as exc:
         log.warning("campaign %s: sending stopped: %s", campaign_id, exc)
+
+
+@shared_task(name=SEND_TEST)
+def send_test(campaign_id: int, actor_id: int) -> None:
+    """Send a test of a campaign's email to the staff member who asked (the outcome is recorded
+    for the campaign page)."""
+    from app.services import campaign_preview
+
+    campaign_preview.run_test(campaign_id, actor_id, now=utcnow())
 
 
 @shared_task(name=SEND_REMINDERS)

@@ -10,12 +10,14 @@ from dataclasses import dataclass
 from datetime import datetime
 
 import sqlalchemy as sa
+from flask import current_app
 
 from app import emails
 from app.exceptions import MailNotSent, NotFound
 from app.extensions import db
-from app.models import Campaign, Customer, Invitation, OfferCode, OfferKind
+from app.models import AuditEvent, Campaign, Customer, Invitation, OfferCode, OfferKind, StaffUser
 from app.services import audit, campaign_content
+from app.tasks import SEND_TEST
 
 # No real reference has a colon (they are hex or URL-safe base64): this one is never found.
 TEST_REFERENCE = "test:no-such-invitation"
@@ -106,8 +108,68 @@ def send_test(campaign_id: int, *, to: str, actor_id: int | None, now: datetime)
         raise MailNotSent(f"the mail server answered {exc.smtp_code} {_text(exc.smtp_error)}") from None
     except (smtplib.SMTPException, OSError) as exc:
         raise MailNotSent(f"the mail server could not be reached ({exc})") from None
-    audit.record("campaign.test_send", "campaign", campaign_id, actor_id=actor_id, now=now, detail=to)
+    audit.record(TEST_SENT, "campaign", campaign_id, actor_id=actor_id, now=now, detail=to)
     db.session.commit()
+
+
+def queue_test(campaign_id: int, *, actor_id: int, now: datetime) -> str:
+    """Hand a test of the campaign's email, to the staff member `actor_id` alone, to a background
+    worker: a staff request never waits on the mail server. Returns the address it goes to; the
+    campaign page shows how it went (latest_test)."""
+    _campaign(campaign_id)
+    staff = db.session.get(StaffUser, actor_id)
+    if staff is None:
+        raise NotFound(f"no staff member #{actor_id}")
+    audit.record(TEST_QUEUED, "campaign", campaign_id, actor_id=actor_id, now=now, detail=staff.email)
+    db.session.commit()
+    current_app.extensions["celery"].send_task(SEND_TEST, args=[campaign_id, actor_id])
+    return staff.email
+
+
+def run_test(campaign_id: int, actor_id: int, *, now: datetime) -> None:
+    """In the worker: send the queued test to the staff member's address as it is now, and record
+    the outcome (a refusal or an unreachable server too) for the campaign page."""
+    staff = db.session.get(StaffUser, actor_id)
+    if staff is None or not staff.active:
+        return
+    try:
+        send_test(campaign_id, to=staff.email, actor_id=actor_id, now=now)
+    except MailNotSent as exc:
+        db.session.rollback()
+        audit.record(TEST_FAILED, "campaign", campaign_id, actor_id=actor_id, now=now, detail=str(exc))
+        db.session.commit()
+
+
+TEST_QUEUED = "campaign.test_queued"
+TEST_SENT = "campaign.test_send"
+TEST_FAILED = "campaign.test_failed"
+
+
+@dataclass
+class TestOutcome:
+    """The latest test of a campaign's email: queued (waiting for a worker), sent, or failed."""
+
+    state: str  # "queued", "sent" or "failed"
+    detail: str
+    at: datetime
+
+
+def latest_test(campaign_id: int) -> TestOutcome | None:
+    """How the latest test of the campaign's email went, from the audit log."""
+    event = db.session.scalar(
+        sa.select(AuditEvent)
+        .where(
+            AuditEvent.target_type == "campaign",
+            AuditEvent.target_id == campaign_id,
+            AuditEvent.action.in_([TEST_QUEUED, TEST_SENT, TEST_FAILED]),
+        )
+        .order_by(AuditEvent.id.desc())
+        .limit(1)
+    )
+    if event is None:
+        return None
+    state = {TEST_QUEUED: "queued", TEST_SENT: "sent", TEST_FAILED: "failed"}[event.action]
+    return TestOutcome(state=state, detail=event.detail, at=event.created_at)
 
 
 def _text(reply: bytes | str) -> str:

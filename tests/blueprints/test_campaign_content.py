@@ -5,13 +5,14 @@ from __future__ import annotations
 
 import io
 import re
+import time
 from html import unescape
 
 import sqlalchemy as sa
 
 from app.extensions import db
 from app.models import Campaign, Invitation, OfferKind, StaffRole, utcnow
-from app.services import campaign_content, campaigns
+from app.services import campaign_content, campaign_preview, campaigns
 from tests.conftest import csrf_token, free_port, log_in, make_staff
 from tests.factories import make_customer
 
@@ -193,13 +194,28 @@ def test_a_draft_is_edited_and_a_sent_campaign_is_not(staff_client, app, smtp):
     assert f'href="/staff/campaigns/{campaign_id}/edit"' not in reply.get_data(as_text=True)
 
 
-def test_send_me_a_test_reaches_the_staff_member_alone_marked_as_a_test(staff_client, app, smtp):
-    make_customer("ada@example.com", first_name="Ada")
-    make_customer("grace@example.com", first_name="Grace")
-    app.config["MAIL_UNSUBSCRIBE_ADDRESS"] = "unsubscribe@example.com"
-    campaign_id = campaigns.create_campaign(
-        name="Tested", lapsed_days=180, now=utcnow(), subject="Hi {{ first_name }}", offer_code="T10"
-    )[0].id
+def wait_for_test(app, client, campaign_id: int, state: str, detail: str = "") -> str:
+    """The campaign page once the worker has recorded the test's outcome."""
+    deadline = time.monotonic() + 30
+    while True:
+        with app.app_context():
+            latest = campaign_preview.latest_test(campaign_id)
+        if latest and latest.state == state and detail in latest.detail:
+            return client.get(f"/staff/campaigns/{campaign_id}").get_data(as_text=True)
+        assert time.monotonic() < deadline, latest
+        time.sleep(0.1)
+
+
+def test_send_me_a_test_reaches_the_staff_member_alone_marked_as_a_test(worker_app, smtp):
+    with worker_app.app_context():
+        make_customer("ada@example.com", first_name="Ada")
+        make_customer("grace@example.com", first_name="Grace")
+        worker_app.config["MAIL_UNSUBSCRIBE_ADDRESS"] = "unsubscribe@example.com"
+        campaign_id = campaigns.create_campaign(
+            name="Tested", lapsed_days=180, now=utcnow(), subject="Hi {{ first_name }}", offer_code="T10"
+        )[0].id
+    staff_client = worker_app.test_client()
+    log_in(staff_client, "admin@example.com")
     page = staff_client.get(f"/staff/campaigns/{campaign_id}")
 
     reply = staff_client.post(
@@ -208,7 +224,9 @@ def test_send_me_a_test_reaches_the_staff_member_alone_marked_as_a_test(staff_cl
         follow_redirects=True,
     )
 
-    assert "A test was sent to admin@example.com." in reply.get_data(as_text=True)
+    assert "A test is on its way to admin@example.com." in reply.get_data(as_text=True)
+    shown = wait_for_test(worker_app, staff_client, campaign_id, "sent")
+    assert "The latest test went to admin@example.com" in shown
     (envelope,) = smtp.envelopes
     assert envelope.rcpt_tos == ["admin@example.com"]
     (message,) = smtp.messages
@@ -230,37 +248,44 @@ def test_send_me_a_test_reaches_the_staff_member_alone_marked_as_a_test(staff_cl
     unsubscribe = re.search(r"http://localhost(/u/\S+)", text).group(1)
     assert staff_client.get(survey).status_code == 404
     assert staff_client.get(unsubscribe).status_code == 404
-    db.session.rollback()
-    assert (
-        db.session.scalar(sa.select(sa.func.count()).select_from(Invitation).where(Invitation.attempts > 0))
-        == 0
-    )
+    with worker_app.app_context():
+        assert (
+            db.session.scalar(
+                sa.select(sa.func.count()).select_from(Invitation).where(Invitation.attempts > 0)
+            )
+            == 0
+        )
 
 
-def test_a_refused_or_unreachable_mail_server_gives_a_clear_message_not_an_error(staff_client, app, smtp):
-    campaign_id = campaigns.create_campaign(name="Faulty", lapsed_days=180, now=utcnow())[0].id
+def test_a_refused_or_unreachable_mail_server_is_shown_on_the_campaign_page(worker_app, smtp):
+    with worker_app.app_context():
+        campaign_id = campaigns.create_campaign(name="Faulty", lapsed_days=180, now=utcnow())[0].id
+    staff_client = worker_app.test_client()
+    log_in(staff_client, "admin@example.com")
     page = staff_client.get(f"/staff/campaigns/{campaign_id}")
     smtp.refuse.append(("admin@", "550 5.1.1 No such user"))
     reply = staff_client.post(
-        f"/staff/campaigns/{campaign_id}/test",
-        data={"csrf_token": csrf_token(page.data)},
-        follow_redirects=True,
+        f"/staff/campaigns/{campaign_id}/test", data={"csrf_token": csrf_token(page.data)}
     )
-    assert reply.status_code == 200
-    assert (
-        "The test was not sent: the mail server refused admin@example.com: 550 5.1.1 No such user."
-        in reply.get_data(as_text=True)
-    )
+    assert reply.status_code == 302
+    shown = wait_for_test(worker_app, staff_client, campaign_id, "failed")
+    assert "The latest test was not sent" in shown
+    assert "the mail server refused admin@example.com: 550 5.1.1 No such user" in shown
 
-    app.config["MAIL_PORT"] = free_port()
-    app.extensions["mail"].port = app.config["MAIL_PORT"]
-    reply = staff_client.post(
-        f"/staff/campaigns/{campaign_id}/test",
-        data={"csrf_token": csrf_token(page.data)},
-        follow_redirects=True,
-    )
-    assert reply.status_code == 200
-    assert "The test was not sent: the mail server could not be reached" in reply.get_data(as_text=True)
+    worker_app.config["MAIL_PORT"] = free_port()
+    worker_app.extensions["mail"].port = worker_app.config["MAIL_PORT"]
+    staff_client.post(f"/staff/campaigns/{campaign_id}/test", data={"csrf_token": csrf_token(page.data)})
+    shown = wait_for_test(worker_app, staff_client, campaign_id, "failed", "could not be reached")
+    assert "the mail server could not be reached" in shown
+
+
+def test_a_test_waiting_for_the_worker_says_so(staff_client, app, smtp):
+    campaign_id = campaigns.create_campaign(name="Waiting", lapsed_days=180, now=utcnow())[0].id
+    page = staff_client.get(f"/staff/campaigns/{campaign_id}")
+    staff_client.post(f"/staff/campaigns/{campaign_id}/test", data={"csrf_token": csrf_token(page.data)})
+    shown = staff_client.get(f"/staff/campaigns/{campaign_id}").get_data(as_text=True)
+    assert "A test for admin@example.com is waiting for the background worker" in shown
+    assert smtp.messages == []  # no worker runs in this test: the request itself sent nothing
 
 
 def test_only_admins_edit_or_send_tests_and_a_post_needs_its_csrf_token(client, app, smtp):
