@@ -15,6 +15,7 @@ from app.exceptions import InvalidInput, InvalidLink
 from app.extensions import db
 from app.models import (
     ContactPreference,
+    Customer,
     Invitation,
     Outcome,
     Response,
@@ -70,6 +71,46 @@ def open_survey(token: str, *, now: datetime | None = None) -> tuple[Invitation,
         db.session.commit()
         invitation, response = _invitation_and_response(reference)
     return invitation, response
+
+
+@dataclass(frozen=True)
+class LinkState:
+    """What a survey link's page depends on, read in one row without loading any object."""
+
+    first_name: str
+    phone: str
+    locale: str | None
+    opened: bool
+    answered: bool
+
+
+# Built once: a Core SELECT of plain columns, compiled once by SQLAlchemy's statement cache.
+_LINK_STATE = (
+    sa.select(
+        Invitation.revoked,
+        Invitation.nonce,
+        Invitation.opened_at.is_not(None),
+        Customer.first_name,
+        Customer.phone,
+        Customer.locale,
+        Response.id.is_not(None),
+    )
+    .join(Customer, Customer.id == Invitation.customer_id)
+    .outerjoin(Response, Response.invitation_id == Invitation.id)
+    .where(Invitation.reference == sa.bindparam("reference"))
+)
+
+
+def link_state(token: str) -> LinkState:
+    """The state of the invitation behind a survey link, read only (nothing is recorded; see
+    open_survey). Every way a link can be bad raises InvalidLink, as in open_survey."""
+    reference, nonce = read_survey_token(token)
+    row = db.session.execute(_LINK_STATE, {"reference": reference}).first()
+    if row is None or row[0] or row[1] != nonce:
+        raise InvalidLink("unknown or revoked invitation")
+    return LinkState(
+        first_name=row[3] or "", phone=row[4] or "", locale=row[5], opened=bool(row[2]), answered=bool(row[6])
+    )
 
 
 def _invitation_and_response(reference: str) -> tuple[Invitation | None, Response | None]:
