@@ -105,7 +105,9 @@ def link_state(token: str) -> LinkState:
     """The state of the invitation behind a survey link, read only (nothing is recorded; see
     open_survey). Every way a link can be bad raises InvalidLink, as in open_survey."""
     reference, nonce = read_survey_token(token)
-    row = db.session.execute(_LINK_STATE, {"reference": reference}).first()
+    # On a connection of its own, outside the ORM session: nothing is loaded or tracked.
+    with db.engine.connect() as connection:
+        row = connection.execute(_LINK_STATE, {"reference": reference}).first()
     if row is None or row[0] or row[1] != nonce:
         raise InvalidLink("unknown or revoked invitation")
     return LinkState(
