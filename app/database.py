@@ -4,6 +4,8 @@ transactions that take the write lock when they begin; PostgreSQL runs through p
 from __future__ import annotations
 
 import sqlite3
+from collections.abc import Iterator
+from contextlib import contextmanager
 from contextvars import ContextVar
 
 import sqlalchemy as sa
@@ -57,3 +59,15 @@ def set_write_intent(may_write: bool) -> None:
     """Say whether this thread's next SQLite transactions take the write lock when they begin
     (the default). Tests that read between requests turn it off so they never block the app."""
     _may_write.set(may_write)
+
+
+@contextmanager
+def reading() -> Iterator[sa.Connection]:
+    """A connection of its own, outside the ORM session, for reads: on SQLite its transaction
+    never takes the write lock, even in a POST, so readers do not queue behind writers."""
+    token = _may_write.set(False)
+    try:
+        with db.engine.connect() as connection:
+            yield connection
+    finally:
+        _may_write.reset(token)

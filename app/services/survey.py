@@ -11,6 +11,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import joinedload
 
 from app import emails
+from app.database import reading
 from app.exceptions import InvalidInput, InvalidLink
 from app.extensions import db
 from app.models import (
@@ -19,6 +20,7 @@ from app.models import (
     Invitation,
     Outcome,
     Response,
+    Setting,
     StopReason,
     SuppressionReason,
     WouldReturn,
@@ -105,8 +107,8 @@ def link_state(token: str) -> LinkState:
     """The state of the invitation behind a survey link, read only (nothing is recorded; see
     open_survey). Every way a link can be bad raises InvalidLink, as in open_survey."""
     reference, nonce = read_survey_token(token)
-    # On a connection of its own, outside the ORM session: nothing is loaded or tracked.
-    with db.engine.connect() as connection:
+    # Outside the ORM session: nothing is loaded or tracked.
+    with reading() as connection:
         row = connection.execute(_LINK_STATE, {"reference": reference}).first()
     if row is None or row[0] or row[1] != nonce:
         raise InvalidLink("unknown or revoked invitation")
@@ -184,6 +186,75 @@ def submit_response(invitation_id: int, answers: Answers, *, now: datetime, edit
             raise
         return existing
     return response
+
+
+# Everything an answer needs to know, in one row: the link, the address, any earlier answer and
+# the staff's list of things the business cannot offer.
+_ANSWER_STATE = (
+    sa.select(
+        Invitation.id,
+        Invitation.revoked,
+        Invitation.nonce,
+        Customer.email,
+        Response.id,
+        Response.outcome.is_(None) & Response.triaged_at.is_(None),
+        sa.select(Setting.value).where(Setting.key == settings.UNFEASIBLE_LIST).scalar_subquery(),
+    )
+    .join(Customer, Customer.id == Invitation.customer_id)
+    .outerjoin(Response, Response.invitation_id == Invitation.id)
+    .where(Invitation.reference == sa.bindparam("reference"))
+)
+
+
+def answer(token: str, answers: Answers, *, now: datetime, edit: bool = False) -> None:
+    """Store the answers sent from a survey link, as submit_response does, in one read and one
+    short write: the link, the earlier answer and the staff's list are read first, outside any
+    write transaction, so that on SQLite the write lock is held only for the UPDATE, the INSERT
+    and the commit. Every way a link can be bad raises InvalidLink."""
+    reference, nonce = read_survey_token(token)
+    with reading() as connection:
+        row = connection.execute(_ANSWER_STATE, {"reference": reference}).first()
+    if row is None or row[1] or row[2] != nonce:
+        raise InvalidLink("unknown or revoked invitation")
+    invitation_id, email, response_id, editable, cannot_offer = row[0], row[3], row[4], row[5], row[6]
+    if response_id is not None:
+        if edit and editable:
+            submit_response(invitation_id, answers, now=now, edit=True)
+        return
+    outcome, reason = suggest_outcome(answers, settings.parse_phrases(cannot_offer or ""))
+    try:
+        # The UPDATE goes first and only touches an invitation that is still open: revoked
+        # between the read and here, nothing is stored.
+        opened = db.session.execute(
+            sa.update(Invitation)
+            .where(Invitation.id == invitation_id, Invitation.revoked.is_(False))
+            .values(answered_at=now)
+        ).rowcount
+        if not opened:
+            db.session.rollback()
+            raise InvalidLink("revoked invitation")
+        db.session.execute(
+            sa.insert(Response).values(
+                invitation_id=invitation_id,
+                stop_reason=answers.stop_reason,
+                better_elsewhere=answers.better_elsewhere,
+                win_back_text=answers.win_back_text,
+                would_return=answers.would_return,
+                contact_via=answers.contact_via,
+                phone=answers.phone,
+                may_quote=answers.may_quote,
+                submitted_at=now,
+                suggested_outcome=outcome,
+                suggested_reason=reason,
+            )
+        )
+        _respect_wishes(email, answers, now)
+        db.session.commit()
+    except IntegrityError:
+        # Answered meanwhile (two tabs, a double click): the first answer stays.
+        db.session.rollback()
+        if response_for(invitation_id) is None:
+            raise
 
 
 def _replace_answers(response: Response, answers: Answers, *, now: datetime) -> Response:

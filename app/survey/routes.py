@@ -90,15 +90,14 @@ def submit(token: str):
     if FRESH_LINK_FIELD in request.form:
         survey.send_fresh_link(token, now=utcnow())
         return render_template("errors/fresh_link_sent.html")
-    # The form is checked before the database is touched: on SQLite a POST holds the write lock
-    # from its first query to its commit, and other answers wait for it.
+    # The form is checked before the database is touched; the service then reads everything
+    # before it writes, so that on SQLite other answers wait for the write lock only briefly.
     form = SurveyForm()
-    valid = form.validate_on_submit()
-    invitation = survey.open_invitation(token)
-    i18n.use_customer_locale(invitation.customer.locale)
-    if not valid:
+    if not form.validate_on_submit():
+        invitation = survey.open_invitation(token)
+        i18n.use_customer_locale(invitation.customer.locale)
         return render_form(form, invitation, token, status=400)
-    survey.submit_response(invitation.id, form.answers(), now=utcnow(), edit=form.edit.data == "1")
+    survey.answer(token, form.answers(), now=utcnow(), edit=form.edit.data == "1")
     return redirect(url_for("survey.show_form", token=token), code=303)
 
 
