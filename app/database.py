@@ -4,6 +4,7 @@ transactions that take the write lock when they begin; PostgreSQL runs through p
 from __future__ import annotations
 
 import sqlite3
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
@@ -71,3 +72,20 @@ def reading() -> Iterator[sa.Connection]:
             yield connection
     finally:
         _may_write.reset(token)
+
+
+# One writing transaction at a time per process on SQLite (see writing()).
+_writer = threading.Lock()
+
+
+@contextmanager
+def writing() -> Iterator[None]:
+    """Around a short write transaction that commits or rolls back inside it. On SQLite, the
+    threads of one process queue here for the write lock: a lock that wakes the next one at once,
+    where SQLite's busy handler would sleep 1, 2, 5, 10 ms... between tries. Other processes
+    still wait on busy_timeout. On PostgreSQL it does nothing: writers do not block each other."""
+    if db.engine.dialect.name != "sqlite":
+        yield
+        return
+    with _writer:
+        yield

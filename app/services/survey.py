@@ -11,7 +11,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import joinedload
 
 from app import emails
-from app.database import reading
+from app.database import reading, writing
 from app.exceptions import InvalidInput, InvalidLink
 from app.extensions import db
 from app.models import (
@@ -223,6 +223,19 @@ def answer(token: str, answers: Answers, *, now: datetime, edit: bool = False) -
         return
     outcome, reason = suggest_outcome(answers, settings.parse_phrases(cannot_offer or ""))
     try:
+        with writing():
+            _store_answer(invitation_id, email, answers, outcome, reason, now)
+    except IntegrityError:
+        # Answered meanwhile (two tabs, a double click): the first answer stays.
+        if response_for(invitation_id) is None:
+            raise
+
+
+def _store_answer(
+    invitation_id: int, email: str, answers: Answers, outcome: Outcome, reason: str, now: datetime
+) -> None:
+    """The write of survey.answer: one transaction, committed, or rolled back on any error."""
+    try:
         # The UPDATE goes first and only touches an invitation that is still open: revoked
         # between the read and here, nothing is stored.
         opened = db.session.execute(
@@ -231,7 +244,6 @@ def answer(token: str, answers: Answers, *, now: datetime, edit: bool = False) -
             .values(answered_at=now)
         ).rowcount
         if not opened:
-            db.session.rollback()
             raise InvalidLink("revoked invitation")
         db.session.execute(
             sa.insert(Response).values(
@@ -250,11 +262,9 @@ def answer(token: str, answers: Answers, *, now: datetime, edit: bool = False) -
         )
         _respect_wishes(email, answers, now)
         db.session.commit()
-    except IntegrityError:
-        # Answered meanwhile (two tabs, a double click): the first answer stays.
+    except BaseException:
         db.session.rollback()
-        if response_for(invitation_id) is None:
-            raise
+        raise
 
 
 def _replace_answers(response: Response, answers: Answers, *, now: datetime) -> Response:
