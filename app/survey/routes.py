@@ -59,7 +59,6 @@ def render_thanks(invitation: Invitation, response: Response, token: str):
 
 
 @bp.get("/<token>")
-@limiter.exempt  # not limited: skips the limiter's per-request look-up
 def show_form(token: str):
     """The form; once answered, the thank-you page (or, with ?edit, the answers to change).
     Records the first opening only.
