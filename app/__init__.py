@@ -61,10 +61,27 @@ def register_extensions(app: Flask) -> None:
     mail.init_app(app)
     csrf.init_app(app)
     limiter.init_app(app)
+    check_limits_in_views_only(app, limiter)
     cache.init_app(app)
     init_login(app)
     i18n.init_app(app)
     celery_init_app(app)
+
+
+def check_limits_in_views_only(app: Flask, limiter: Any) -> None:
+    """Drop Flask-Limiter's check before every request when there is nothing for it to check:
+    no default, application or meta limits are configured, and every @limiter.limit view checks
+    its own limits when it is called. Unlimited pages (the survey form among them) then skip
+    its look-up; limited ones are limited exactly as before."""
+    if any(app.config.get(key) for key in ("RATELIMIT_DEFAULT", "RATELIMIT_APPLICATION", "RATELIMIT_META")):
+        return
+    manager = limiter.limit_manager
+    if manager.default_limits or manager.application_limits or limiter._meta_limits:
+        return
+    if manager._blueprint_limits:  # limits on a whole blueprint are checked only before the request
+        return
+    funcs = app.before_request_funcs.get(None, [])
+    app.before_request_funcs[None] = [func for func in funcs if func != limiter._check_request_limit]
 
 
 def register_blueprints(app: Flask) -> None:

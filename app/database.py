@@ -4,6 +4,7 @@ transactions that take the write lock when they begin; PostgreSQL runs through p
 from __future__ import annotations
 
 import sqlite3
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
@@ -85,6 +86,18 @@ def write_intent(may_write: bool) -> Iterator[None]:
 
 
 @contextmanager
+def reading() -> Iterator[sa.Connection]:
+    """A connection of its own, outside the ORM session, for reads: on SQLite its transaction
+    never takes the write lock, even in a POST, so readers do not queue behind writers."""
+    token = _may_write.set(False)
+    try:
+        with db.engine.connect() as connection:
+            yield connection
+    finally:
+        _may_write.reset(token)
+
+
+@contextmanager
 def foreign_keys_unchecked() -> Iterator[None]:
     """SQLite transactions that begin within the block do not check foreign keys row by row.
 
@@ -96,3 +109,20 @@ def foreign_keys_unchecked() -> Iterator[None]:
         yield
     finally:
         _check_foreign_keys.reset(token)
+
+
+# One writing transaction at a time per process on SQLite (see writing()).
+_writer = threading.Lock()
+
+
+@contextmanager
+def writing() -> Iterator[None]:
+    """Around a short write transaction that commits or rolls back inside it. On SQLite, the
+    threads of one process queue here for the write lock: a lock that wakes the next one at once,
+    where SQLite's busy handler would sleep 1, 2, 5, 10 ms... between tries. Other processes
+    still wait on busy_timeout. On PostgreSQL it does nothing: writers do not block each other."""
+    if db.engine.dialect.name != "sqlite":
+        yield
+        return
+    with _writer:
+        yield

@@ -11,13 +11,16 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import joinedload
 
 from app import emails
+from app.database import reading, writing
 from app.exceptions import InvalidInput, InvalidLink
 from app.extensions import db
 from app.models import (
     ContactPreference,
+    Customer,
     Invitation,
     Outcome,
     Response,
+    Setting,
     StopReason,
     SuppressionReason,
     WouldReturn,
@@ -70,6 +73,48 @@ def open_survey(token: str, *, now: datetime | None = None) -> tuple[Invitation,
         db.session.commit()
         invitation, response = _invitation_and_response(reference)
     return invitation, response
+
+
+@dataclass(frozen=True)
+class LinkState:
+    """What a survey link's page depends on, read in one row without loading any object."""
+
+    first_name: str
+    phone: str
+    locale: str | None
+    opened: bool
+    answered: bool
+
+
+# Built once: a Core SELECT of plain columns, compiled once by SQLAlchemy's statement cache.
+_LINK_STATE = (
+    sa.select(
+        Invitation.revoked,
+        Invitation.nonce,
+        Invitation.opened_at.is_not(None),
+        Customer.first_name,
+        Customer.phone,
+        Customer.locale,
+        Response.id.is_not(None),
+    )
+    .join(Customer, Customer.id == Invitation.customer_id)
+    .outerjoin(Response, Response.invitation_id == Invitation.id)
+    .where(Invitation.reference == sa.bindparam("reference"))
+)
+
+
+def link_state(token: str) -> LinkState:
+    """The state of the invitation behind a survey link, read only (nothing is recorded; see
+    open_survey). Every way a link can be bad raises InvalidLink, as in open_survey."""
+    reference, nonce = read_survey_token(token)
+    # Outside the ORM session: nothing is loaded or tracked.
+    with reading() as connection:
+        row = connection.execute(_LINK_STATE, {"reference": reference}).first()
+    if row is None or row[0] or row[1] != nonce:
+        raise InvalidLink("unknown or revoked invitation")
+    return LinkState(
+        first_name=row[3] or "", phone=row[4] or "", locale=row[5], opened=bool(row[2]), answered=bool(row[6])
+    )
 
 
 def _invitation_and_response(reference: str) -> tuple[Invitation | None, Response | None]:
@@ -142,6 +187,85 @@ def submit_response(invitation_id: int, answers: Answers, *, now: datetime, edit
             raise
         return existing
     return response
+
+
+# Everything an answer needs to know, in one row: the link, the address, any earlier answer and
+# the staff's list of things the business cannot offer.
+_ANSWER_STATE = (
+    sa.select(
+        Invitation.id,
+        Invitation.revoked,
+        Invitation.nonce,
+        Customer.email,
+        Response.id,
+        Response.outcome.is_(None) & Response.triaged_at.is_(None),
+        sa.select(Setting.value).where(Setting.key == settings.UNFEASIBLE_LIST).scalar_subquery(),
+    )
+    .join(Customer, Customer.id == Invitation.customer_id)
+    .outerjoin(Response, Response.invitation_id == Invitation.id)
+    .where(Invitation.reference == sa.bindparam("reference"))
+)
+
+
+def answer(token: str, answers: Answers, *, now: datetime, edit: bool = False) -> None:
+    """Store the answers sent from a survey link, as submit_response does, in one read and one
+    short write: the link, the earlier answer and the staff's list are read first, outside any
+    write transaction, so that on SQLite the write lock is held only for the UPDATE, the INSERT
+    and the commit. Every way a link can be bad raises InvalidLink."""
+    reference, nonce = read_survey_token(token)
+    with reading() as connection:
+        row = connection.execute(_ANSWER_STATE, {"reference": reference}).first()
+    if row is None or row[1] or row[2] != nonce:
+        raise InvalidLink("unknown or revoked invitation")
+    invitation_id, email, response_id, editable, cannot_offer = row[0], row[3], row[4], row[5], row[6]
+    if response_id is not None:
+        if edit and editable:
+            submit_response(invitation_id, answers, now=now, edit=True)
+        return
+    outcome, reason = suggest_outcome(answers, settings.parse_phrases(cannot_offer or ""))
+    try:
+        with writing():
+            _store_answer(invitation_id, email, answers, outcome, reason, now)
+    except IntegrityError:
+        # Answered meanwhile (two tabs, a double click): the first answer stays.
+        if response_for(invitation_id) is None:
+            raise
+
+
+def _store_answer(
+    invitation_id: int, email: str, answers: Answers, outcome: Outcome, reason: str, now: datetime
+) -> None:
+    """The write of survey.answer: one transaction, committed, or rolled back on any error."""
+    try:
+        # The UPDATE goes first and only touches an invitation that is still open: revoked
+        # between the read and here, nothing is stored.
+        opened = db.session.execute(
+            sa.update(Invitation)
+            .where(Invitation.id == invitation_id, Invitation.revoked.is_(False))
+            .values(answered_at=now)
+        ).rowcount
+        if not opened:
+            raise InvalidLink("revoked invitation")
+        db.session.execute(
+            sa.insert(Response).values(
+                invitation_id=invitation_id,
+                stop_reason=answers.stop_reason,
+                better_elsewhere=answers.better_elsewhere,
+                win_back_text=answers.win_back_text,
+                would_return=answers.would_return,
+                contact_via=answers.contact_via,
+                phone=answers.phone,
+                may_quote=answers.may_quote,
+                submitted_at=now,
+                suggested_outcome=outcome,
+                suggested_reason=reason,
+            )
+        )
+        _respect_wishes(email, answers, now)
+        db.session.commit()
+    except BaseException:
+        db.session.rollback()
+        raise
 
 
 def _replace_answers(response: Response, answers: Answers, *, now: datetime) -> Response:

@@ -11,6 +11,7 @@ from app.exceptions import InvalidInput
 from app.extensions import csrf, limiter
 from app.models import Invitation, Response, utcnow
 from app.services import survey
+from app.survey import page
 from app.survey.forms import FollowUpForm, SurveyForm
 from app.urls import public_url
 
@@ -60,7 +61,14 @@ def render_thanks(invitation: Invitation, response: Response, token: str):
 @bp.get("/<token>")
 def show_form(token: str):
     """The form; once answered, the thank-you page (or, with ?edit, the answers to change).
-    Records the first opening only."""
+    Records the first opening only.
+
+    A blank form for a link opened before (a customer coming back to it) is read in one row and
+    served from the form's fixed parts (app/survey/page.py); every other case renders it all."""
+    state = survey.link_state(token)
+    if state.opened and not state.answered and page.can_serve():
+        i18n.use_customer_locale(state.locale)
+        return page.blank_form(token, state.first_name, state.phone)
     invitation, response = survey.open_survey(token, now=utcnow())
     i18n.use_customer_locale(invitation.customer.locale)
     if response is None:
@@ -81,15 +89,14 @@ def submit(token: str):
     if FRESH_LINK_FIELD in request.form:
         survey.send_fresh_link(token, now=utcnow())
         return render_template("errors/fresh_link_sent.html")
-    # The form is checked before the database is touched: on SQLite a POST holds the write lock
-    # from its first query to its commit, and other answers wait for it.
+    # The form is checked before the database is touched; the service then reads everything
+    # before it writes, so that on SQLite other answers wait for the write lock only briefly.
     form = SurveyForm()
-    valid = form.validate_on_submit()
-    invitation = survey.open_invitation(token)
-    i18n.use_customer_locale(invitation.customer.locale)
-    if not valid:
+    if not form.validate_on_submit():
+        invitation = survey.open_invitation(token)
+        i18n.use_customer_locale(invitation.customer.locale)
         return render_form(form, invitation, token, status=400)
-    survey.submit_response(invitation.id, form.answers(), now=utcnow(), edit=form.edit.data == "1")
+    survey.answer(token, form.answers(), now=utcnow(), edit=form.edit.data == "1")
     return redirect(url_for("survey.show_form", token=token), code=303)
 
 
