@@ -7,6 +7,7 @@ language."""
 from __future__ import annotations
 
 import re
+import time
 from datetime import timedelta
 from unittest.mock import patch
 
@@ -267,3 +268,27 @@ def test_every_languages_default_subject_and_body_pass_the_template_checks(app, 
     # a subject that fits with a long name.
     checked = campaign_content.validate_templates(subject, body, offer_code="CODE")
     assert checked.subject == subject
+
+
+def test_a_background_worker_sends_the_german_customer_a_german_reminder(worker_app, smtp):
+    with worker_app.app_context():
+        start = Clock()
+        customer("anna@example.com", "de")
+        campaign, _ = campaigns.create_campaign(
+            name="Reminded", lapsed_days=180, now=start.now, reminder_days=[4]
+        )
+        campaigns.send_campaign(campaign.id, clock=start)
+        smtp.clear()
+        invitation = db.session.scalar(sa.select(Invitation).where(Invitation.campaign_id == campaign.id))
+        invitation.next_reminder_at = utcnow() - timedelta(seconds=1)  # four days went by
+        db.session.commit()
+
+        campaigns.tick(enqueue=True)
+
+        deadline = time.monotonic() + 30
+        while not smtp.messages:
+            assert time.monotonic() < deadline, "the worker sent no reminder"
+            time.sleep(0.1)
+        (reminder,) = smtp.messages
+        assert reminder["Subject"] == "Erinnerung: " + GERMAN_SUBJECT
+        assert GERMAN_FOOTER in parts(reminder)[0]
