@@ -1,5 +1,5 @@
 """Email: one send path (SMTP through Flask-Mail, or the development outbox) and one composer
-per message, rendered from templates/emails/<name>.txt and .html."""
+per message, rendered from templates/emails/<name>.txt and .html in the customer's language."""
 
 from __future__ import annotations
 
@@ -17,18 +17,22 @@ from io import BytesIO
 from pathlib import Path
 
 from flask import current_app, render_template
+from flask_babel import gettext
 from flask_mail import BadHeaderError, Connection, Message, sanitize_address, sanitize_addresses
 
+from app import i18n
+from app.i18n import N_
 from app.models import Campaign, Customer, Invitation, utcnow
 from app.services import campaign_content
 from app.tokens import make_survey_token, make_unsubscribe_token
 from app.urls import public_url
 
 TEST_SUBJECT_PREFIX = "[Test] "
-TEST_NOTICE = (
-    "This is a test of the campaign \u201c{campaign}\u201d, sent to you alone. Its links are for "
+TEST_NOTICE = N_(
+    "This is a test of the campaign \u201c%(campaign)s\u201d, sent to you alone. Its links are for "
     "trying out: they lead to no customer's survey and unsubscribe nobody."
 )
+REMINDER_PREFIX = N_("Reminder: ")
 
 
 @dataclass
@@ -136,9 +140,12 @@ def _sender_domain() -> str:
     return address.rpartition("@")[2] or "localhost"
 
 
-def compose_invitation(invitation: Invitation, customer: Customer, campaign: Campaign) -> Message:
+def compose_invitation(
+    invitation: Invitation, customer: Customer, campaign: Campaign, *, reminder: bool = False
+) -> Message:
     """The invitation email: the campaign's subject and body for this customer, with a personal
-    survey link, an unsubscribe link and RFC 8058 headers."""
+    survey link, an unsubscribe link and RFC 8058 headers. A reminder is the same email under a
+    prefixed subject."""
     return compose_campaign_email(
         campaign,
         customer,
@@ -146,6 +153,7 @@ def compose_invitation(invitation: Invitation, customer: Customer, campaign: Cam
         nonce=invitation.nonce,
         offer_code=campaign_content.offer_code_for(campaign, invitation.offer_code),
         recipient=_recipient(customer),
+        reminder=reminder,
     )
 
 
@@ -164,12 +172,38 @@ def compose_campaign_email(
     offer_code: str,
     recipient: str | tuple[str, str],
     test: bool = False,
+    reminder: bool = False,
 ) -> Message:
-    """A campaign's email for one customer, whose links name the invitation `reference`.
+    """A campaign's email for one customer, whose links name the invitation `reference`, in the
+    customer's language (app/i18n.customer_language).
 
     The subject and body come from the campaign's templates; the footer (business name, postal
     address, unsubscribe link) and the headers are always these, whatever the templates say.
     A test is marked as one in its subject and at the top of both parts."""
+    with i18n.customer_language(customer.locale):
+        return _compose_campaign_email(
+            campaign,
+            customer,
+            reference=reference,
+            nonce=nonce,
+            offer_code=offer_code,
+            recipient=recipient,
+            test=test,
+            reminder=reminder,
+        )
+
+
+def _compose_campaign_email(
+    campaign: Campaign,
+    customer: Customer,
+    *,
+    reference: str,
+    nonce: str,
+    offer_code: str,
+    recipient: str | tuple[str, str],
+    test: bool,
+    reminder: bool,
+) -> Message:
     config = current_app.config
     survey_url = public_url("survey.show_form", token=make_survey_token(reference, nonce))
     unsubscribe_url = public_url("unsubscribe.confirm", token=make_unsubscribe_token(reference))
@@ -180,13 +214,15 @@ def compose_campaign_email(
         offer_code=offer_code,
     )
     subject = campaign_content.render_subject(campaign.subject, values)
+    if reminder:
+        subject = gettext(REMINDER_PREFIX) + subject
     if test:
         subject = TEST_SUBJECT_PREFIX + subject
     context = {
         "subject": subject,
         "body_text": campaign_content.render_body_text(campaign.body, values),
         "body_html": campaign_content.render_body_html(campaign.body, values),
-        "test_notice": TEST_NOTICE.format(campaign=campaign.name) if test else "",
+        "test_notice": gettext(TEST_NOTICE, campaign=campaign.name) if test else "",
         "unsubscribe_url": unsubscribe_url,
         "business_name": config["BUSINESS_NAME"],
         "business_postal_address": config["BUSINESS_POSTAL_ADDRESS"],

@@ -1,10 +1,15 @@
-"""Languages: the survey, its pages and the unsubscribe pages speak English or German.
+"""Languages: the survey, its pages, the unsubscribe pages and the emails customers receive speak
+English or German.
 
 The customer's stored locale decides on pages opened from their link; otherwise the browser's
-Accept-Language does; staff pages are in English. Translations live in app/translations
-(`pybabel compile -d app/translations` after editing a .po file)."""
+Accept-Language does; staff pages are in English. Emails follow the customer's stored locale, or
+the default one. Translations live in app/translations (`pybabel compile -d app/translations`
+after editing a .po file)."""
 
 from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 import flask_babel
 from flask import Flask, g, has_request_context, request
@@ -24,6 +29,18 @@ def supported_locale(value: str | None) -> str | None:
     return language if language in SUPPORTED_LOCALES else None
 
 
+def N_(message: str) -> str:
+    """Mark a string for translation where it is defined (extraction tools know the name N_);
+    it is translated where it is used."""
+    return message
+
+
+def customer_locale(stored: str | None, default: str | None = DEFAULT_LOCALE) -> str | None:
+    """The language to speak to a customer: their stored locale when it is one we speak, else
+    `default` (emails use the default locale; pages pass None and let the browser decide)."""
+    return supported_locale(stored) or default
+
+
 def select_locale() -> str:
     """The customer's locale when a page was opened from their link, else the browser's."""
     chosen = g.get("customer_locale")
@@ -38,10 +55,19 @@ def select_locale() -> str:
 
 def use_customer_locale(stored: str | None) -> None:
     """Speak the customer's stored language on this request, when it is one we speak."""
-    locale = supported_locale(stored)
+    locale = customer_locale(stored, default=None)
     if locale:
         g.customer_locale = locale
         flask_babel.refresh()
+
+
+@contextmanager
+def customer_language(stored: str | None) -> Iterator[str]:
+    """Speak the customer's language (their stored locale, else the default) inside the block,
+    whatever the page around it speaks: for rendering the emails they receive."""
+    locale = customer_locale(stored)
+    with flask_babel.force_locale(locale):
+        yield locale
 
 
 def init_app(app: Flask) -> None:

@@ -6,7 +6,11 @@ Templates are Jinja, in a sandboxed environment of their own (never the app's), 
 when saved: only the placeholders below, `{% if %}` and a few text filters are allowed. The body
 is plain text with light Markdown: the text part is the rendered body as it is; the HTML part is
 the same body through the project's Markdown and sanitiser, with every placeholder's value
-escaped, so a customer's name can never become markup, a link or a header."""
+escaped, so a customer's name can never become markup, a link or a header.
+
+The default subject and body, and the survey button's label, are in the customer's language: they
+are rendered in the language of the block around them (app/i18n.customer_language). A subject or
+body that staff wrote is sent as written."""
 
 from __future__ import annotations
 
@@ -23,6 +27,7 @@ from urllib.parse import quote
 
 import sqlalchemy as sa
 from flask import current_app
+from flask_babel import gettext
 from jinja2 import Template, TemplateError, TemplateSyntaxError, nodes, pass_context
 from jinja2.runtime import Context
 from jinja2.sandbox import ImmutableSandboxedEnvironment
@@ -30,15 +35,17 @@ from markupsafe import Markup
 
 from app.exceptions import InvalidInput, NotFound
 from app.extensions import db
+from app.i18n import N_
 from app.markup import render_markdown
 from app.models import Campaign, CampaignStatus, Invitation, InvitationStatus, OfferCode, OfferKind
 from app.services import audit
 from app.services.csvfiles import header_key
 
 PLACEHOLDERS = ("first_name", "business_name", "link", "offer_code")
-DEFAULT_SUBJECT = "We miss you at {{ business_name }}: what would it take to win you back?"
+DEFAULT_SUBJECT = N_("We miss you at {{ business_name }}: what would it take to win you back?")
 # The default body: today's invitation wording, with the survey's own question (DESIGN §5).
-DEFAULT_BODY = """\
+# Its translations are templates too, with the same placeholders and tags.
+DEFAULT_BODY = N_("""\
 Hello{% if first_name %} {{ first_name }}{% endif %},
 
 We've missed you at {{ business_name }}.
@@ -55,7 +62,7 @@ If you do come back, the code {{ offer_code }} is yours to use on your next orde
 {% endif %}
 Thank you,
 {{ business_name }}
-"""
+""")
 SUBJECT_MAX_CHARS = 200
 BODY_MAX_CHARS = 20_000
 OFFER_CODE_MAX_CHARS = 100
@@ -64,7 +71,7 @@ CODES_BATCH = 10_000
 SAMPLE_LONG_FIRST_NAME = "Maximiliana-Konstantina-Louise"
 SAMPLE_OFFER_CODE = "WELCOME-BACK-15"
 # The label of the button that a link alone on its line becomes in the HTML part.
-BUTTON_LABEL = "Tell us what would help"
+BUTTON_LABEL = N_("Tell us what would help")
 ALLOWED_FILTERS = frozenset({"default", "d", "upper", "lower", "title", "capitalize", "trim"})
 ALLOWED_TESTS = frozenset({"defined", "undefined", "none"})
 ERRORS_SHOWN = 10  # problems listed in one offer codes message
@@ -162,36 +169,54 @@ def _template(kind: str, field: str, source: str) -> Template:
     return environment.from_string(check_template(field, source))
 
 
+def subject_source(source: str) -> str:
+    """The subject template to render: the default subject in the language spoken (stored as the
+    English default), or the one staff wrote, as written."""
+    if not source or source == DEFAULT_SUBJECT:
+        return gettext(DEFAULT_SUBJECT)
+    return source
+
+
+def body_source(source: str) -> str:
+    """The body template to render: the default body in the language spoken (stored empty), or
+    the one staff wrote, as written."""
+    if not source or source.strip() == DEFAULT_BODY.strip():
+        return gettext(DEFAULT_BODY)
+    return source
+
+
 def render_subject(source: str, values: Values) -> str:
     """The subject line for one email: one line, whatever the values hold."""
-    rendered = _template("text", "subject", source or DEFAULT_SUBJECT).render(values.context())
+    rendered = _template("text", "subject", subject_source(source)).render(values.context())
     return " ".join(rendered.split())
 
 
 def render_body_text(source: str, values: Values) -> str:
     """The text part's body: the rendered template as it is (an empty body is the default)."""
-    return _template("text", "body", source or DEFAULT_BODY).render(values.context()).strip() + "\n"
+    return _template("text", "body", body_source(source)).render(values.context()).strip() + "\n"
 
 
 def render_body_html(source: str, values: Values) -> Markup:
     """The HTML part's body: the same template through Markdown and the sanitiser, with every
     value escaped after that, so no value can add markup, a link or Markdown."""
     markers: list[str] = []
-    marked = _template("html", "body", source or DEFAULT_BODY).render(
+    marked = _template("html", "body", body_source(source)).render(
         {**values.context(), _MARKERS_KEY: markers}
     )
-    return Markup(_fill(_skeleton(marked), markers))  # noqa: S704 - sanitised, values escaped
+    skeleton = _skeleton(marked, html.escape(gettext(BUTTON_LABEL)))
+    return Markup(_fill(skeleton, markers))  # noqa: S704 - sanitised, values escaped
 
 
 @lru_cache(maxsize=256)
-def _skeleton(marked: str) -> str:
+def _skeleton(marked: str, button_label: str) -> str:
     """Markdown to sanitised HTML with markers where the values go, styled for email clients.
-    Every customer whose `{% if %}`s come out alike shares one, so it is converted once."""
+    Every customer whose `{% if %}`s come out alike, in one language, shares one, so it is
+    converted once. `button_label` is HTML: the label of a bare survey link's button."""
     converted = str(render_markdown(marked, hard_breaks=True))
 
     def button(match: re.Match) -> str:
         href, label = match.groups()
-        return _BUTTON.format(href=href, label=BUTTON_LABEL if label == href else label)
+        return _BUTTON.format(href=href, label=button_label if label == href else label)
 
     converted = _LINK_PARAGRAPH.sub(button, converted)
     for plain, styled in _STYLES.items():
@@ -364,7 +389,7 @@ def validate_templates(subject: str | None, body: str | None, *, offer_code: str
 
 
 def _parse(source: str) -> nodes.Template:
-    return _environment("text").parse(source or DEFAULT_BODY)
+    return _environment("text").parse(body_source(source))
 
 
 def _business_name() -> str:

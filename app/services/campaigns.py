@@ -34,8 +34,6 @@ from app.tasks import SEND_CAMPAIGN, SEND_REMINDERS
 log = logging.getLogger("winback.send")
 
 CLAIM_BATCH = 50
-# A reminder is the same email, with the same link, under this subject prefix.
-REMINDER_PREFIX = "Reminder: "
 MAX_RETRY_DELAY = timedelta(hours=1)
 
 
@@ -609,9 +607,7 @@ def _copy(instance):
 def _compose(job: _Job) -> emails.Prepared:
     """The message of one job, checked and serialised: a reminder is the same email under a
     prefixed subject."""
-    message = emails.compose_invitation(job.invitation, job.customer, job.campaign)
-    if job.reminder:
-        message.subject = REMINDER_PREFIX + message.subject
+    message = emails.compose_invitation(job.invitation, job.customer, job.campaign, reminder=job.reminder)
     return emails.prepare(message)
 
 

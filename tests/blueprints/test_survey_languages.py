@@ -1,5 +1,6 @@
 """The survey speaks the customer's language (English or German): their stored locale first,
-then the browser's; staff pages stay in English."""
+then the browser's; staff pages stay in English. The German catalogue is complete: every string
+marked for translation, in the survey, its pages and the emails, has a German translation."""
 
 from __future__ import annotations
 
@@ -8,20 +9,23 @@ from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
+from babel.messages.extract import extract_from_dir
 from babel.messages.mofile import read_mo
 from babel.messages.pofile import read_po
 
+from app import emails
 from app.extensions import db
 from app.i18n import supported_locale
 from app.models import Invitation, utcnow
-from app.services import campaigns
+from app.services import campaign_content, campaigns
 from app.survey import choices
 from app.survey.forms import PHONE_NEEDED
 from app.tokens import make_survey_token, make_unsubscribe_token
 from tests.blueprints.test_survey import answers
 from tests.factories import make_customer
 
-CATALOGUE = Path(__file__).resolve().parents[2] / "app" / "translations" / "de" / "LC_MESSAGES"
+ROOT = Path(__file__).resolve().parents[2]
+CATALOGUE = ROOT / "app" / "translations" / "de" / "LC_MESSAGES"
 GERMAN = {"Accept-Language": "de-DE,de;q=0.9,en;q=0.5"}
 
 
@@ -121,11 +125,40 @@ def test_every_survey_label_and_message_has_a_german_translation():
         *choices.STOP_REASON_LABELS.values(),
         *choices.WOULD_RETURN_LABELS.values(),
         *choices.CONTACT_LABELS.values(),
+        campaign_content.DEFAULT_SUBJECT,
+        campaign_content.DEFAULT_BODY,
+        campaign_content.BUTTON_LABEL,
+        emails.TEST_NOTICE,
+        emails.REMINDER_PREFIX,
     ]
     missing = [msgid for msgid in wanted if not (catalogue.get(msgid) and catalogue.get(msgid).string)]
     assert missing == []
     untranslated = [message.id for message in catalogue if message.id and not message.string]
     assert untranslated == []
+
+
+def marked_for_translation() -> dict[str, str]:
+    """Every string marked for translation in app/ (gettext, _, N_...) and templates/ (_ and
+    trans blocks), with the first place it is marked."""
+    found: dict[str, str] = {}
+    for folder, method_map in (
+        ("app", [("**.py", "python")]),
+        ("templates", [("**.html", "jinja2"), ("**.txt", "jinja2")]),
+    ):
+        for filename, line, message, _comments, _context in extract_from_dir(ROOT / folder, method_map):
+            msgid = message if isinstance(message, str) else message[0]
+            found.setdefault(msgid, f"{folder}/{filename}:{line}")
+    return found
+
+
+def test_every_string_marked_for_translation_has_a_german_translation():
+    with (CATALOGUE / "messages.po").open("rb") as handle:
+        catalogue = read_po(handle, locale="de")
+    marked = marked_for_translation()
+    assert "You received this because you bought from us." in marked  # the email templates
+    assert campaign_content.DEFAULT_BODY in marked  # N_ in the code
+    missing = [f"{where}: {msgid!r}" for msgid, where in marked.items() if not catalogue.get(msgid)]
+    assert missing == [], "add these to messages.po, translated, then compile it"
 
 
 def test_the_compiled_catalogue_matches_its_source():
