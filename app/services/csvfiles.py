@@ -239,6 +239,24 @@ def parse_yes_no(value: str) -> bool | None:
     raise ValueError("expected yes or no")
 
 
+_LANGUAGE_TAG = re.compile(r"([A-Za-z]{2,3})(?:[-_]([A-Za-z]{4}))?(?:[-_]([A-Za-z]{2}|\d{3}))?")
+
+
+def parse_locale(value: str) -> str:
+    """A language as shops export it (`de`, `de_AT`, `de-at`, `zh-Hant-TW`), as a language tag
+    (`de`, `de-AT`, `zh-Hant-TW`) of at most 10 characters."""
+    match = _LANGUAGE_TAG.fullmatch(value.strip())
+    if not match:
+        raise ValueError("not a language code (e.g. de or de-AT)")
+    language, script, region = match.groups()
+    tag = "-".join(
+        part for part in (language.lower(), script and script.title(), region and region.upper()) if part
+    )
+    if len(tag) > 10:
+        raise ValueError("not a language code (e.g. de or de-AT)")
+    return tag
+
+
 _FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
 
 

@@ -36,6 +36,7 @@ from app.services.csvfiles import (
     parse_count,
     parse_currency,
     parse_datetime,
+    parse_locale,
     parse_yes_no,
 )
 from app.services.customers import normalise_email
@@ -66,6 +67,7 @@ CUSTOMER_FIELDS = (
     "total_spent",
     "currency",
     "accepts_marketing",
+    "locale",
 )
 
 # Loose header names (after header_key) -> our field. Shopify's customers export included.
@@ -90,6 +92,8 @@ CUSTOMER_COLUMNS = {
     "currency": "currency",
     "acceptsmarketing": "accepts_marketing",
     "acceptsemailmarketing": "accepts_marketing",
+    "locale": "locale",
+    "language": "locale",
 }
 
 ORDER_FIELDS = (
@@ -482,6 +486,7 @@ _customer_stage = sa.Table(
     sa.Column("total_spent", sa.BigInteger),
     sa.Column("currency", sa.String(3)),
     sa.Column("accepts_marketing", sa.Boolean),
+    sa.Column("locale", sa.String(10)),
     # On the suppression list under a previous key (see _Run.suppressed_before).
     sa.Column("suppressed", sa.Boolean),
     prefixes=["TEMPORARY"],
@@ -569,7 +574,7 @@ _SUPPRESSED = CustomerStatus.SUPPRESSED.value
 _TEXT_LIMITS = {"first_name": 100, "last_name": 100, "name": 200, "phone": 40, "external_id": 100}
 # Fields a customers file sets only for customers without orders: for the others, orders decide.
 _FIGURES = ("first_purchase_at", "last_purchase_at", "orders_count", "total_spent", "currency")
-_DETAILS = ("first_name", "last_name", "phone", "external_id", "accepts_marketing")
+_DETAILS = ("first_name", "last_name", "phone", "external_id", "accepts_marketing", "locale")
 _NO_DETAILS = (None,) * 7  # an orders file says nothing of phone, external id or figures
 
 
@@ -619,6 +624,8 @@ def _parse_customer(run: _Run, line: int, cells: list[str]) -> tuple | None:
                 values[current] = parse_currency(cell)
             elif current == "accepts_marketing":
                 values[current] = parse_yes_no(cell)
+            elif current == "locale":
+                values[current] = parse_locale(cell)
     except (InvalidInput, ValueError) as exc:
         index = positions[current]
         run.reject(line, index, str(exc), cells[index])
@@ -644,6 +651,7 @@ def _parse_customer(run: _Run, line: int, cells: list[str]) -> tuple | None:
         values.get("total_spent"),
         values.get("currency"),
         values.get("accepts_marketing"),
+        values.get("locale"),
         False,
     )
 
@@ -677,6 +685,7 @@ def _insert_new_customers(run: _Run) -> int:
         "external_id": stage.c.external_id,
         "preferred_contact": sa.literal("email"),
         "accepts_marketing": stage.c.accepts_marketing,
+        "locale": stage.c.locale,
         "first_purchase_at": stage.c.first_purchase_at,
         "last_purchase_at": stage.c.last_purchase_at,
         "orders_count": sa.func.coalesce(stage.c.orders_count, 0),
@@ -921,7 +930,7 @@ def _write_orders(
         rows = []
         for email, (first_name, last_name, consent) in people.items():
             rows.append(
-                (email, run.hash(email), first_name, last_name, *_NO_DETAILS, consent, email in earlier)
+                (email, run.hash(email), first_name, last_name, *_NO_DETAILS, consent, None, email in earlier)
             )
         _load(run, _customer_stage, rows)
         run.summary.customers_created += _insert_new_customers(run)

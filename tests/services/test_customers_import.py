@@ -345,3 +345,24 @@ def test_an_import_rescores_the_customer_base(app):
     rows = customers_by_email()
     assert rows["ada@example.com"].segment is not None
     assert rows["ada@example.com"].win_back_priority > rows["bob@example.com"].win_back_priority
+
+
+def test_a_language_column_sets_the_customers_language(app):
+    summary = run_import(
+        "email,first_name,language\n"
+        "ada@example.com,Ada,de_AT\n"
+        "grace@example.com,Grace,\n"
+        "eve@example.com,Eve,Deutsch\n"
+    )
+    assert (summary.imported, summary.skipped) == (2, 1)
+    (error,) = summary.errors
+    assert (error.line, error.column) == (4, "language")
+    assert "not a language code (e.g. de or de-AT)" in str(error)
+    rows = customers_by_email()
+    assert rows["ada@example.com"].locale == "de-AT"
+    assert rows["grace@example.com"].locale is None
+
+    again = run_import("email,locale\nada@example.com,en\ngrace@example.com,\n")
+    assert (again.updated, again.unchanged) == (1, 1)
+    db.session.expire_all()
+    assert customers_by_email()["ada@example.com"].locale == "en"
