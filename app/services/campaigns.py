@@ -27,7 +27,7 @@ from app.models import (
     SuppressionReason,
     utcnow,
 )
-from app.services import audiences, audit, campaign_content, pacing, suppressions
+from app.services import audiences, audit, campaign_content, pacing, suppressions, unsubscribe
 from app.services.sql import random_hex_32
 from app.tasks import SEND_CAMPAIGN, SEND_REMINDERS
 
@@ -947,6 +947,7 @@ def tick(*, clock: Callable[[], datetime] = utcnow, enqueue: bool = False) -> Ti
     to the queue, due reminders are sent, and campaigns with retries due send them. With
     `enqueue`, the sending is handed to background workers instead of done here."""
     now = clock()
+    unsubscribe.apply_pending(now=now)  # kept while the database was busy: before any reminder
     summary = TickSummary(requeued=requeue_expired_claims(now=now))
     due = campaigns_with_due_retries(now)
     summary.retries_due = sum(due.values())

@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import contextlib
+import logging
 
 from flask import Blueprint, current_app, redirect, render_template, request, url_for
+from sqlalchemy.exc import OperationalError
 
 from app import i18n
+from app.database import write_intent
 from app.exceptions import InvalidInput
-from app.extensions import csrf, limiter
+from app.extensions import csrf, db, limiter
 from app.models import Invitation, Response, utcnow
 from app.services import survey
 from app.survey import page
@@ -16,8 +19,10 @@ from app.survey.forms import FollowUpForm, SurveyForm
 from app.urls import public_url
 
 bp = Blueprint("survey", __name__, url_prefix="/s")
+log = logging.getLogger("winback.survey")
 
 FRESH_LINK_FIELD = "fresh_link"
+BUSY_RETRY_SECONDS = 5
 
 
 def _fresh_link_limit() -> str:
@@ -37,11 +42,15 @@ def _not_fresh_link_request() -> bool:
     return FRESH_LINK_FIELD not in request.form
 
 
-def render_form(form: SurveyForm, invitation: Invitation, token: str, status: int = 200):
-    """The form, with the phone number we know when none was typed."""
+def render_form(
+    form: SurveyForm, invitation: Invitation, token: str, status: int = 200, *, busy: bool = False
+):
+    """The form, with the phone number we know when none was typed. `busy`: the answers could
+    not be stored just now; they are shown again to be sent once more."""
     if invitation.customer.phone and not form.phone.data:
         form.phone.data = invitation.customer.phone
-    return render_template("survey/form.html", form=form, invitation=invitation, token=token), status
+    html = render_template("survey/form.html", form=form, invitation=invitation, token=token, busy=busy)
+    return html, status, ({"Retry-After": str(BUSY_RETRY_SECONDS)} if busy else {})
 
 
 def render_thanks(invitation: Invitation, response: Response, token: str):
@@ -96,7 +105,17 @@ def submit(token: str):
         invitation = survey.open_invitation(token)
         i18n.use_customer_locale(invitation.customer.locale)
         return render_form(form, invitation, token, status=400)
-    survey.answer(token, form.answers(), now=utcnow(), edit=form.edit.data == "1")
+    try:
+        survey.answer(token, form.answers(), now=utcnow(), edit=form.edit.data == "1")
+    except OperationalError as exc:
+        # The database is busy past its timeout (a long import holding SQLite's write lock) or
+        # out of reach: nothing was stored, so the answers go back to the customer to send again.
+        db.session.rollback()
+        log.warning("survey answer not stored, the form was shown again: %s", exc.orig)
+        with write_intent(False):  # a read, which must not queue for the write lock again
+            invitation = survey.open_invitation(token)
+            i18n.use_customer_locale(invitation.customer.locale)
+            return render_form(form, invitation, token, status=503, busy=True)
     return redirect(url_for("survey.show_form", token=token), code=303)
 
 

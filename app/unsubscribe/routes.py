@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 from flask import Blueprint, render_template
+from sqlalchemy.exc import OperationalError
 
 from app import i18n
-from app.extensions import csrf
+from app.extensions import csrf, db
 from app.models import utcnow
 from app.services import unsubscribe
 
@@ -23,6 +24,11 @@ def confirm(token: str):
 @bp.post("/<token>")
 @csrf.exempt  # mail clients post cookieless one-click requests: the signed token is the proof
 def one_click(token: str):
-    """Suppress the address and answer 200, no redirect; safe to repeat."""
-    unsubscribe.unsubscribe(token, now=utcnow())
+    """Suppress the address and answer 200, no redirect; safe to repeat. When the database cannot
+    take it just now, it is kept on disk and applied by the next tick: never lost."""
+    try:
+        unsubscribe.unsubscribe(token, now=utcnow())
+    except OperationalError:
+        db.session.rollback()
+        unsubscribe.unsubscribe_later(token)
     return render_template("unsubscribe/done.html")

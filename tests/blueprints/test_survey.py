@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import html
+import sqlite3
 import threading
 
 import pytest
@@ -12,7 +13,7 @@ from app.extensions import db
 from app.models import Invitation, Outcome, Response, utcnow
 from app.services import campaigns, suppressions
 from app.tokens import make_survey_token
-from tests.conftest import csrf_token
+from tests.conftest import csrf_token, make_app
 from tests.factories import make_customer
 
 LABELS = [
@@ -191,3 +192,43 @@ def test_simultaneous_submissions_store_exactly_one_response(app, database, tmp_
         thread.join(timeout=30)
     assert statuses == [303] * len(clients)
     assert len(stored_responses()) == 1
+
+
+def test_answers_sent_while_the_database_is_busy_come_back_to_be_sent_again(database, tmp_path, smtp_server):
+    """A long import holds SQLite's write lock past the busy timeout: the answer is not lost in
+    an error page, the form comes back with it, and sending again stores it."""
+    if database["name"] != "sqlite":
+        pytest.skip("SQLite's single write lock")
+    app = make_app(database, tmp_path, smtp_server.port, SQLITE_BUSY_TIMEOUT_MS=200)
+    with app.app_context():
+        db.create_all()
+        make_customer("ada@example.com", first_name="Ada")
+        campaign, _ = campaigns.create_campaign(name="Busy", lapsed_days=180, now=utcnow())
+        invitation = db.session.scalar(sa.select(Invitation).where(Invitation.campaign_id == campaign.id))
+        url = f"/s/{make_survey_token(invitation.reference, invitation.nonce)}"
+        db.session.commit()
+    client = app.test_client()
+    page = client.get(url).data
+    typed = answers(page, win_back_text="Free delivery, please.")
+    importer = sqlite3.connect(tmp_path / "test.db", isolation_level=None)
+    importer.execute("BEGIN IMMEDIATE")  # another process's long write transaction
+    try:
+        reply = client.post(url, data=typed)
+    finally:
+        importer.execute("ROLLBACK")
+        importer.close()
+
+    assert reply.status_code == 503
+    assert reply.headers["Retry-After"] == "5"
+    text = reply.get_data(as_text=True)
+    assert "We could not save your answers just now" in text
+    assert "Free delivery, please." in text
+    with app.app_context():
+        assert db.session.scalar(sa.select(sa.func.count()).select_from(Response)) == 0
+
+    again = client.post(url, data=answers(reply.data, win_back_text="Free delivery, please."))
+    assert again.status_code == 303
+    with app.app_context():
+        (stored,) = db.session.scalars(sa.select(Response))
+        assert stored.win_back_text == "Free delivery, please."
+        db.engine.dispose()

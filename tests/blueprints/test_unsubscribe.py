@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import sqlite3
+
 import pytest
 import sqlalchemy as sa
 
 from app.extensions import db
 from app.models import Customer, CustomerStatus, Invitation, InvitationStatus, utcnow
-from app.services import campaigns, suppressions
+from app.services import campaigns, suppressions, unsubscribe
 from app.tokens import make_unsubscribe_token
+from tests.conftest import make_app
 from tests.factories import make_customer
 
 
@@ -93,3 +96,44 @@ def test_an_unsubscribed_address_is_never_emailed_again(app, client, smtp, invit
     assert db.session.get(Invitation, invitation.id).status == InvitationStatus.SUPPRESSED
     _, queued = campaigns.create_campaign(name="Again", lapsed_days=180, now=utcnow())
     assert queued == 0
+
+
+def test_a_one_click_unsubscribe_while_the_database_is_busy_is_kept_and_applied_by_the_tick(
+    database, tmp_path, smtp_server
+):
+    """A long import holds SQLite's write lock past the busy timeout: the unsubscribe still
+    answers 200, is kept on disk, and the next tick applies it. It is never lost."""
+    if database["name"] != "sqlite":
+        pytest.skip("SQLite's single write lock")
+    app = make_app(database, tmp_path, smtp_server.port, SQLITE_BUSY_TIMEOUT_MS=200)
+    with app.app_context():
+        db.create_all()
+        make_customer("ada@example.com")
+        campaign, _ = campaigns.create_campaign(name="Busy", lapsed_days=180, now=utcnow())
+        invitation = db.session.scalar(sa.select(Invitation).where(Invitation.campaign_id == campaign.id))
+        reference = invitation.reference
+        url = f"/u/{make_unsubscribe_token(reference)}"
+        db.session.commit()
+    client = app.test_client()
+    importer = sqlite3.connect(tmp_path / "test.db", isolation_level=None)
+    importer.execute("BEGIN IMMEDIATE")  # another process's long write transaction
+    try:
+        reply = client.post(url, data={"List-Unsubscribe": "One-Click"})
+        tampered = client.post(url[:-3] + "xyz", data={"List-Unsubscribe": "One-Click"})
+    finally:
+        importer.execute("ROLLBACK")
+        importer.close()
+
+    assert reply.status_code == 200
+    assert tampered.status_code == 404  # a bad link is refused, busy or not
+    pending = tmp_path / "instance" / unsubscribe.PENDING_FILE
+    assert pending.read_text() == f"{reference}\n"  # the reference, never the token
+    with app.app_context():
+        assert not suppressions.is_suppressed("ada@example.com")
+    ticked = app.test_cli_runner().invoke(args=["campaigns", "tick"])
+    assert ticked.exit_code == 0, ticked.output
+    with app.app_context():
+        assert suppressions.is_suppressed("ada@example.com")
+        assert unsubscribe.apply_pending(now=utcnow()) == 0  # applied once, then gone
+        db.engine.dispose()
+    assert not list((tmp_path / "instance").glob("pending-unsubscribes*"))
