@@ -609,10 +609,15 @@ def _copy(instance):
 def _compose(job: _Job) -> emails.Prepared:
     """The message of one job, checked and serialised: a reminder is the same email under a
     prefixed subject."""
-    message = emails.compose_invitation(job.invitation, job.customer, job.campaign)
-    if job.reminder:
-        message.subject = REMINDER_PREFIX + message.subject
-    return emails.prepare(message)
+    invitation, campaign = job.invitation, job.campaign
+    return emails.compose_campaign_message(
+        campaign,
+        job.customer,
+        reference=invitation.reference,
+        nonce=invitation.nonce,
+        offer_code=campaign_content.offer_code_for(campaign, invitation.offer_code),
+        subject_prefix=REMINDER_PREFIX if job.reminder else "",
+    )
 
 
 def _send_one(
@@ -669,7 +674,7 @@ def _send_one(
     except (smtplib.SMTPException, OSError) as exc:
         _record_released(job, str(exc), clock())
         raise
-    _record_sent(job, tries, prepared.message.msgId, clock())
+    _record_sent(job, tries, prepared.message_id, clock())
     summary.sent += 1
     summary.failed_in_a_row = 0
 
