@@ -8,6 +8,7 @@ import re
 import secrets
 import smtplib
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 from email import policy
@@ -105,11 +106,45 @@ class TimeoutConnection(Connection):
             raise
         return host
 
-    def send_prepared(self, prepared: Prepared) -> None:
-        """Send a prepared message as it is."""
-        self.host.sendmail(
-            prepared.sender, prepared.recipients, prepared.data, prepared.mail_options, prepared.rcpt_options
-        )
+    def send_prepared(self, prepared: Prepared, before_data: Callable[[], bool] | None = None) -> bool:
+        """Send a prepared message as it is: smtplib's sendmail, step by step, with the same
+        replies raised as the same errors. `before_data`, when given, is asked once the server
+        has taken the sender and the recipient and before the message itself goes: False resets
+        the transaction, nothing is delivered, and this returns False."""
+        host = self.host
+        host.ehlo_or_helo_if_needed()
+        options = list(prepared.mail_options)
+        if host.does_esmtp and host.has_extn("size"):
+            options.insert(0, f"size={len(prepared.data)}")
+        code, reply = host.mail(prepared.sender, options)
+        if code != 250:
+            self._end_transaction(code)
+            raise smtplib.SMTPSenderRefused(code, reply, prepared.sender)
+        refused = {}
+        for recipient in prepared.recipients:
+            code, reply = host.rcpt(recipient, prepared.rcpt_options)
+            if code not in (250, 251):
+                refused[recipient] = (code, reply)
+            if code == 421:
+                host.close()
+                raise smtplib.SMTPRecipientsRefused(refused)
+        if len(refused) == len(prepared.recipients):
+            host._rset()
+            raise smtplib.SMTPRecipientsRefused(refused)
+        if before_data is not None and not before_data():
+            host.rset()
+            return False
+        code, reply = host.data(prepared.data)
+        if code != 250:
+            self._end_transaction(code)
+            raise smtplib.SMTPDataError(code, reply)
+        return True
+
+    def _end_transaction(self, code: int) -> None:
+        if code == 421:
+            self.host.close()
+        else:
+            self.host._rset()
 
 
 class OutboxConnection:
@@ -128,10 +163,13 @@ class OutboxConnection:
     def send(self, message: Message) -> None:
         self.send_prepared(prepare(message))
 
-    def send_prepared(self, prepared: Prepared) -> None:
+    def send_prepared(self, prepared: Prepared, before_data: Callable[[], bool] | None = None) -> bool:
+        if before_data is not None and not before_data():
+            return False
         stamp = utcnow().strftime("%Y%m%dT%H%M%S%f")
         safe_id = re.sub(r"[^A-Za-z0-9]+", "-", prepared.message_id).strip("-")[:60]
         (self.folder / f"{stamp}-{safe_id}.eml").write_bytes(prepared.data)
+        return True
 
 
 def outbox_folder() -> Path:
