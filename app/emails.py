@@ -106,23 +106,39 @@ class TimeoutConnection(Connection):
             raise
         return host
 
-    def send_prepared(self, prepared: Prepared, before_data: Callable[[], bool] | None = None) -> bool:
-        """Send a prepared message as it is: smtplib's sendmail, step by step, with the same
-        replies raised as the same errors. `before_data`, when given, is asked once the server
-        has taken the sender and the recipient and before the message itself goes: False resets
-        the transaction, nothing is delivered, and this returns False."""
+    def send_prepared(
+        self,
+        prepared: Prepared,
+        *,
+        after_mail: Callable[[], object] | None = None,
+        before_data: Callable[[], bool] | None = None,
+        after_data: Callable[[], object] | None = None,
+    ) -> bool:
+        """Send a prepared message as it is: smtplib's sendmail, command by command, with the
+        same replies raised as the same errors. The hooks let the caller do its own work while
+        the server works on a command, before that command's reply is read: `after_mail` once
+        MAIL FROM has gone; `before_data` once RCPT TO has gone, and its answer decides whether
+        the message goes (False resets the transaction and returns False: nothing delivered);
+        `after_data` once the message has gone, before the server's verdict on it."""
         host = self.host
         host.ehlo_or_helo_if_needed()
         options = list(prepared.mail_options)
         if host.does_esmtp and host.has_extn("size"):
             options.insert(0, f"size={len(prepared.data)}")
-        code, reply = host.mail(prepared.sender, options)
+        host.putcmd("mail", f"FROM:{smtplib.quoteaddr(prepared.sender)}{_options(host, options)}")
+        if after_mail is not None:
+            after_mail()
+        code, reply = host.getreply()
         if code != 250:
             self._end_transaction(code)
             raise smtplib.SMTPSenderRefused(code, reply, prepared.sender)
         refused = {}
-        for recipient in prepared.recipients:
-            code, reply = host.rcpt(recipient, prepared.rcpt_options)
+        allowed = True
+        for number, recipient in enumerate(prepared.recipients, 1):
+            host.putcmd("rcpt", f"TO:{smtplib.quoteaddr(recipient)}{_options(host, prepared.rcpt_options)}")
+            if before_data is not None and number == len(prepared.recipients):
+                allowed = before_data()
+            code, reply = host.getreply()
             if code not in (250, 251):
                 refused[recipient] = (code, reply)
             if code == 421:
@@ -131,10 +147,21 @@ class TimeoutConnection(Connection):
         if len(refused) == len(prepared.recipients):
             host._rset()
             raise smtplib.SMTPRecipientsRefused(refused)
-        if before_data is not None and not before_data():
+        if not allowed:
             host.rset()
             return False
-        code, reply = host.data(prepared.data)
+        host.putcmd("data")
+        code, reply = host.getreply()
+        if code != 354:
+            self._end_transaction(code)
+            raise smtplib.SMTPDataError(code, reply)
+        data = _LINE_START_DOT.sub(b"..", prepared.data)
+        if not data.endswith(b"\r\n"):
+            data += b"\r\n"
+        host.send(data + b".\r\n")
+        if after_data is not None:
+            after_data()
+        code, reply = host.getreply()
         if code != 250:
             self._end_transaction(code)
             raise smtplib.SMTPDataError(code, reply)
@@ -145,6 +172,13 @@ class TimeoutConnection(Connection):
             self.host.close()
         else:
             self.host._rset()
+
+
+_LINE_START_DOT = re.compile(rb"(?m)^\.")
+
+
+def _options(host: smtplib.SMTP, options: list[str]) -> str:
+    return " " + " ".join(options) if options and host.does_esmtp else ""
 
 
 class OutboxConnection:
@@ -163,12 +197,24 @@ class OutboxConnection:
     def send(self, message: Message) -> None:
         self.send_prepared(prepare(message))
 
-    def send_prepared(self, prepared: Prepared, before_data: Callable[[], bool] | None = None) -> bool:
+    def send_prepared(
+        self,
+        prepared: Prepared,
+        *,
+        after_mail: Callable[[], object] | None = None,
+        before_data: Callable[[], bool] | None = None,
+        after_data: Callable[[], object] | None = None,
+    ) -> bool:
+        """Write the message to the outbox, with the same hooks as an SMTP connection's."""
+        if after_mail is not None:
+            after_mail()
         if before_data is not None and not before_data():
             return False
         stamp = utcnow().strftime("%Y%m%dT%H%M%S%f")
         safe_id = re.sub(r"[^A-Za-z0-9]+", "-", prepared.message_id).strip("-")[:60]
         (self.folder / f"{stamp}-{safe_id}.eml").write_bytes(prepared.data)
+        if after_data is not None:
+            after_data()
         return True
 
 

@@ -6,13 +6,11 @@ import logging
 import smtplib
 import time
 from collections.abc import Callable
-from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 import sqlalchemy as sa
-from flask import Flask, current_app
-from flask.ctx import AppContext
+from flask import current_app
 
 from app import emails
 from app.exceptions import InvalidInput, NotFound
@@ -306,22 +304,25 @@ def _send_batches(
     if not (batch := next_batch()):
         return False
     try:
-        with _Beside(current_app._get_current_object()) as beside:
+        with _Interleave() as interleave:
             try:
                 with emails.connect() as connection:
                     while batch:
-                        for current in batch:
-                            _send_one(connection, current, summary, clock, gap, keys, batch, beside)
+                        for number, current in enumerate(batch):
+                            following = batch[number + 1] if number + 1 < len(batch) else None
+                            _send_one(
+                                connection, current, following, summary, clock, gap, keys, batch, interleave
+                            )
                             if progress:
-                                beside.wait()  # the callback may use the database
+                                interleave.record()  # the callback may use the database
                                 progress(1)
                             if summary.failed_in_a_row >= limit:
                                 raise _StopSending(_too_many_failures(summary))
-                        beside.wait()
+                        interleave.record()
                         batch = []
                         batch = next_batch()
             except BaseException:
-                beside.settle()
+                interleave.settle()
                 _release_unsent(batch, clock())
                 raise
     except smtplib.SMTPAuthenticationError as exc:
@@ -341,78 +342,125 @@ def _send_batches(
     return True
 
 
-class _Beside:
-    """A thread with an app context and a database connection of its own: the database work
-    of one message (recording the previous message's 250, checking this one's address) runs
-    there while this message is composed and the mail server takes its sender and recipient.
+class _Interleave:
+    """The database work of each message, done while the mail server works on a command
+    instead of after its reply: the previous message's 250 is committed while the server takes
+    this message's sender, this address is checked while it takes the recipient, and the next
+    message is composed while it takes this one's data. One thread; the replies wait in the
+    socket meanwhile.
 
-    The sender waits for that work before the message's data goes, so the previous outcome is
-    committed before another 250 can come (at most one message sent and not recorded, as
-    without it) and the check is as late as before. The sender's own session is used only when
-    nothing runs here. With an in-memory SQLite database (one connection) the work runs inline."""
+    So the previous outcome is committed before this message's data goes (at most one message
+    sent and not recorded, as when each outcome is written at once) and the check is as late as
+    before, right before the data. The two statements of every message run on a connection of
+    their own, on the driver directly; the session is used only once that has committed."""
 
-    def __init__(self, app: Flask) -> None:
-        self.app = app
-        self.pending: list[Future] = []
-        self.executor: ThreadPoolExecutor | None = None
-        if not _in_memory_database():
-            self.executor = ThreadPoolExecutor(1, thread_name_prefix="winback-send-db")
-        self.context: AppContext | None = None
-        self.connection: sa.Connection | None = None
+    def __init__(self) -> None:
+        self.driver: _Driver | None = None if _in_memory_database() else _Driver(db.engine.connect())
+        self.unrecorded: tuple | None = None  # the last 250's job, tries, message id and time
+        self.ahead: tuple[_Job, emails.Prepared] | None = None
 
-    def __enter__(self) -> _Beside:
+    def __enter__(self) -> _Interleave:
         return self
 
     def __exit__(self, *_exc) -> None:
-        self.settle()
-        if self.executor is not None:
-            self.executor.submit(self._leave).result()
-            self.executor.shutdown()
-
-    def submit(self, work: Callable, *args) -> Future:
-        """Run `work(*args, connection=...)` after what was submitted before: on this thread's
-        own connection (plain Core, no ORM session: a third of the time per statement)."""
-        if self.executor is None:
-            future: Future = Future()
-            try:
-                future.set_result(work(*args, connection=None))
-            except Exception as exc:
-                future.set_exception(exc)
-        else:
-            future = self.executor.submit(self._run, work, args)
-        self.pending.append(future)
-        return future
-
-    def _run(self, work: Callable, args: tuple):
-        if self.context is None:
-            self.context = self.app.app_context()
-            self.context.push()
-            self.connection = db.engine.connect()
         try:
-            return work(*args, connection=self.connection)
-        except BaseException:
-            self.connection.rollback()
-            raise
+            self.settle()
+        finally:
+            if self.driver is not None:
+                self.driver.core.close()
 
-    def _leave(self) -> None:
-        if self.context is not None:
-            self.connection.close()
-            self.context.pop()
-            self.context = None
+    def record_later(self, job: _Job, tries: int, message_id: str, now: datetime) -> None:
+        """A 250 to commit before the next message's data (or before any other database work)."""
+        self.record()
+        self.unrecorded = (job, tries, message_id, now)
 
-    def wait(self) -> None:
-        """Wait until everything submitted is done; raise the first failure."""
-        pending, self.pending = self.pending, []
-        for future in pending:
-            future.result()
+    def record(self) -> None:
+        """Commit the 250 that waits, if any."""
+        if self.unrecorded is not None:
+            job, tries, message_id, now = self.unrecorded
+            self.unrecorded = None
+            _record_sent(job, tries, message_id, now, connection=self.driver)
 
     def settle(self) -> None:
-        """Wait until everything submitted is done, logging (not raising) a failure: for a run
-        that is stopping anyway."""
+        """Commit what waits, logging (not raising) a failure: for a run that is stopping."""
         try:
-            self.wait()
+            self.record()
         except Exception:
-            log.exception("recording an outcome failed while the send was stopping")
+            log.exception("recording a sent message failed while the send was stopping")
+
+    def may_send(self, job: _Job, keys: list[bytes]) -> bool:
+        return _may_send(job, keys, connection=self.driver)
+
+    def compose_ahead(self, job: _Job | None) -> None:
+        """Compose the next message now; one that fails is composed again in its turn (and
+        fails there, for that message)."""
+        self.ahead = None
+        if job is not None:
+            try:
+                self.ahead = (job, _compose(job))
+            except Exception:
+                self.ahead = None
+
+    def composed(self, job: _Job) -> emails.Prepared:
+        if self.ahead is not None and self.ahead[0] is job:
+            return self.ahead[1]
+        return _compose(job)
+
+
+class _DriverStatement:
+    """A statement compiled once for a dialect and run on the driver's cursor: for the two
+    statements of every message (the check and the 250), whose Core execution costs several
+    times the database's own work. Parameters go through their types' bind processors, as
+    Core would send them."""
+
+    def __init__(self, statement: sa.Executable, dialect: sa.Dialect) -> None:
+        self.compiled = statement.compile(dialect=dialect)
+        self.processors = {
+            name: processor
+            for bind, name in self.compiled.bind_names.items()
+            if (processor := bind.type.bind_processor(dialect)) is not None
+        }
+
+    def execute(self, cursor, values: dict) -> None:
+        compiled = self.compiled
+        parameters = compiled.construct_params(values)
+        for name, processor in self.processors.items():
+            parameters[name] = processor(parameters[name])
+        if compiled.positional:
+            parameters = [parameters[name] for name in compiled.positiontup]
+        cursor.execute(compiled.string, parameters)
+
+
+class _Driver:
+    """The sender's second connection: the driver's own for the statements of every message,
+    and Core's (`core`) for the rarer ones. Each use commits before the next."""
+
+    def __init__(self, core: sa.Connection) -> None:
+        self.core = core
+        self.raw = core.connection.driver_connection
+        self.statements: dict[tuple, _DriverStatement] = {}
+
+    def run(self, key: tuple, values: dict):
+        """Execute the statement named by `key` (see _driver_statement); returns the cursor."""
+        statement = self.statements.get(key)
+        if statement is None:
+            statement = self.statements[key] = _DriverStatement(_driver_statement(key), self.core.dialect)
+        cursor = self.raw.cursor()
+        statement.execute(cursor, values)
+        return cursor
+
+    def commit(self) -> None:
+        self.raw.commit()
+
+    def rollback(self) -> None:
+        self.raw.rollback()
+        self.core.rollback()
+
+
+def _driver_statement(key: tuple) -> sa.Executable:
+    if key[0] == "may_send":
+        return _may_send_query(key[1], key[2])
+    return _FIRST_SENT
 
 
 def _in_memory_database() -> bool:
@@ -748,37 +796,37 @@ def _compose(job: _Job) -> emails.Prepared:
 def _send_one(
     connection,
     job: _Job,
+    following: _Job | None,
     summary: SendSummary,
     clock: Callable[[], datetime],
     gap: timedelta | None,
     keys: list[bytes],
     batch: list[_Job],
-    beside: _Beside,
+    interleave: _Interleave,
 ) -> None:
     """Send one claimed message and record its outcome. The pace is kept (a slot is reserved
     first), and the address is checked against the suppression list right before the message's
-    data goes (beside, while it is composed and the server takes its envelope). A 250 is
-    recorded beside, before the next message's data; any other outcome here and now.
-    Raises after recording when the connection, not this recipient, is at fault."""
+    data goes. A 250 is committed while the next message's sender is sent (see _Interleave);
+    any other outcome at once. Raises after recording when the connection, not this recipient,
+    is at fault."""
     if gap is not None:
-        beside.wait()
+        interleave.record()
         slot, wait = pacing.reserve_slot(gap, clock=clock)
         _extend_leases(batch, slot)
         time.sleep(wait)
-    check = beside.submit(_may_send, job, keys)
     invitation = job.invitation
-    prepared = _compose(job)
+    prepared = interleave.composed(job)
     tries = invitation.attempts + 1 if not job.reminder or invitation.next_attempt_at else 1
-
-    def may_send() -> bool:
-        beside.wait()
-        return check.result()
-
     try:
         try:
-            sent = connection.send_prepared(prepared, may_send)
+            sent = connection.send_prepared(
+                prepared,
+                after_mail=interleave.record,
+                before_data=lambda: interleave.may_send(job, keys),
+                after_data=lambda: interleave.compose_ahead(following),
+            )
         finally:
-            beside.wait()  # a failure is recorded here, once the work beside is done
+            interleave.record()  # a failure is recorded below, after the previous 250
     except smtplib.SMTPRecipientsRefused as exc:
         code, reply = next(iter(exc.recipients.values()))
         if code >= 500:
@@ -812,15 +860,20 @@ def _send_one(
     if not sent:
         _record_stopped(job, summary)
         return
-    beside.submit(_record_sent, job, tries, prepared.message_id, clock())
+    interleave.record_later(job, tries, prepared.message_id, clock())
     summary.sent += 1
     summary.failed_in_a_row = 0
 
 
-def _may_send_query(reminder: bool) -> sa.Select:
-    """The check made right before each message, as plain SQL (it runs once a message)."""
+def _may_send_query(reminder: bool, key_count: int | None = None) -> sa.Select:
+    """The check made right before each message, as plain SQL (it runs once a message): with
+    the address's hashes as one expanding parameter, or as `key_count` parameters hash_0...
+    (for a statement compiled once)."""
     invitation, customer = Invitation.__table__, Customer.__table__
-    hashes = sa.bindparam("hashes", expanding=True)
+    if key_count is None:
+        hashes = sa.bindparam("hashes", expanding=True)
+    else:
+        hashes = [sa.bindparam(f"hash_{number}") for number in range(key_count)]
     query = (
         sa.select(invitation.c.id)
         .select_from(invitation.join(customer, customer.c.id == invitation.c.customer_id))
@@ -838,13 +891,20 @@ def _may_send_query(reminder: bool) -> sa.Select:
 _MAY_SEND = {False: _may_send_query(False), True: _may_send_query(True)}
 
 
-def _may_send(job: _Job, keys: list[bytes], *, connection: sa.Connection | None = None) -> bool:
+def _may_send(job: _Job, keys: list[bytes], *, connection: _Driver | None = None) -> bool:
     """Checked right before each message: the customer is active and the address is not on the
     suppression list (under any key); a reminder's invitation may also still be reminded.
-    On `connection` when given (the thread beside the sender), else on the session."""
-    run = connection or db.session
+    On `connection` when given (see _Interleave), else on the session."""
     email = job.customer.email
     hashes = [suppressions.keyed_hash(key, email) for key in keys]
+    if isinstance(connection, _Driver):
+        values = {"invitation_id": job.invitation.id} | {f"hash_{n}": value for n, value in enumerate(hashes)}
+        cursor = connection.run(("may_send", job.reminder, len(hashes)), values)
+        found = cursor.fetchone()
+        cursor.close()
+        connection.commit()
+        return found is not None
+    run = connection or db.session
     found = run.execute(
         _MAY_SEND[job.reminder], {"invitation_id": job.invitation.id, "hashes": hashes}
     ).first()
@@ -932,11 +992,10 @@ _FIRST_SENT = _first_sent_statement()
 
 
 def _record_sent(
-    job: _Job, tries: int, message_id: str, now: datetime, *, connection: sa.Connection | None = None
+    job: _Job, tries: int, message_id: str, now: datetime, *, connection: _Driver | None = None
 ) -> None:
     """Accepted (250): a first email makes the invitation sent and plans its first reminder; a
     reminder counts, and plans the next one unless the reminders were stopped meanwhile."""
-    run = connection or db.session
     invitation, days = job.invitation, list(job.campaign.reminder_days or [])
     common = {
         "attempts": tries,
@@ -952,15 +1011,19 @@ def _record_sent(
             "job_message_id": message_id,
             "job_next_reminder_at": next_reminder_after(now, days, 0, now),
         }
-        run.execute(_FIRST_SENT, parameters)
-        run.commit()
+        if connection is None:
+            db.session.execute(_FIRST_SENT, parameters)
+            db.session.commit()
+        else:
+            connection.run(("first_sent",), parameters).close()
+            connection.commit()
         job.recorded = True
         return
     sent = invitation.reminders_sent + 1
     following = next_reminder_after(invitation.sent_at or now, days, sent, now)
     _update(
         job,
-        connection=connection,
+        connection=connection.core if connection else None,
         reminders_sent=Invitation.__table__.c.reminders_sent + 1,
         next_reminder_at=_keep_unless_stopped(following),
         **common,
