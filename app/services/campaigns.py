@@ -414,21 +414,27 @@ class _DriverStatement:
     Core would send them."""
 
     def __init__(self, statement: sa.Executable, dialect: sa.Dialect) -> None:
-        self.compiled = statement.compile(dialect=dialect)
-        self.processors = {
-            name: processor
-            for bind, name in self.compiled.bind_names.items()
-            if (processor := bind.type.bind_processor(dialect)) is not None
-        }
+        compiled = statement.compile(dialect=dialect)
+        self.sql = compiled.string
+        self.order = list(compiled.positiontup) if compiled.positional else None
+        self.processors: dict[str, Callable] = {}
+        self.fixed: dict[str, object] = {}  # the statement's own values (not the caller's)
+        for bind, name in compiled.bind_names.items():
+            processor = bind.type.bind_processor(dialect)
+            if bind.required:
+                if processor is not None:
+                    self.processors[name] = processor
+            else:
+                value = bind.effective_value
+                self.fixed[name] = processor(value) if processor is not None else value
 
     def execute(self, cursor, values: dict) -> None:
-        compiled = self.compiled
-        parameters = compiled.construct_params(values)
+        parameters = self.fixed | values
         for name, processor in self.processors.items():
             parameters[name] = processor(parameters[name])
-        if compiled.positional:
-            parameters = [parameters[name] for name in compiled.positiontup]
-        cursor.execute(compiled.string, parameters)
+        if self.order is not None:
+            parameters = [parameters[name] for name in self.order]
+        cursor.execute(self.sql, parameters)
 
 
 class _Driver:
