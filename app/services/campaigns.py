@@ -8,6 +8,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from functools import partial
 
 import sqlalchemy as sa
 from flask import current_app
@@ -305,25 +306,34 @@ def _send_batches(
         return False
     try:
         with _Interleave() as interleave:
+            ahead: list[_Job] = []  # the next batch, claimed during the last message's data
             try:
                 with emails.connect() as connection:
                     while batch:
                         for number, current in enumerate(batch):
-                            following = batch[number + 1] if number + 1 < len(batch) else None
+                            if number + 1 < len(batch):
+                                following = batch[number + 1]
+                                meanwhile = partial(interleave.compose_ahead, following)
+                            else:
+                                meanwhile = partial(_claim_ahead, next_batch, ahead, interleave)
                             _send_one(
-                                connection, current, following, summary, clock, gap, keys, batch, interleave
+                                connection, current, summary, clock, gap, keys, batch, interleave, meanwhile
                             )
                             if progress:
                                 interleave.record()  # the callback may use the database
                                 progress(1)
                             if summary.failed_in_a_row >= limit:
                                 raise _StopSending(_too_many_failures(summary))
-                        interleave.record()
-                        batch = []
-                        batch = next_batch()
+                        if ahead:
+                            batch, ahead = ahead, []
+                        else:
+                            interleave.record()
+                            batch = []
+                            batch = next_batch()
+                    interleave.record()
             except BaseException:
                 interleave.settle()
-                _release_unsent(batch, clock())
+                _release_unsent(batch + ahead, clock())
                 raise
     except smtplib.SMTPAuthenticationError as exc:
         reason = (
@@ -472,6 +482,18 @@ def _driver_statement(key: tuple) -> sa.Executable:
 def _in_memory_database() -> bool:
     url = db.engine.url
     return url.get_backend_name() == "sqlite" and url.database in (None, "", ":memory:")
+
+
+def _claim_ahead(next_batch: Callable[[], list[_Job]], ahead: list[_Job], interleave: _Interleave) -> None:
+    """Claim the next batch into `ahead` and compose its first message, while the server takes
+    the last message of this one. A failure here is left for the claim in its turn to meet."""
+    try:
+        ahead[:] = next_batch()
+    except Exception:
+        db.session.rollback()
+        ahead.clear()
+        return
+    interleave.compose_ahead(ahead[0] if ahead else None)
 
 
 def _set_status(campaign_id: int, status: CampaignStatus) -> None:
@@ -802,19 +824,20 @@ def _compose(job: _Job) -> emails.Prepared:
 def _send_one(
     connection,
     job: _Job,
-    following: _Job | None,
     summary: SendSummary,
     clock: Callable[[], datetime],
     gap: timedelta | None,
     keys: list[bytes],
     batch: list[_Job],
     interleave: _Interleave,
+    meanwhile: Callable[[], None],
 ) -> None:
     """Send one claimed message and record its outcome. The pace is kept (a slot is reserved
     first), and the address is checked against the suppression list right before the message's
     data goes. A 250 is committed while the next message's sender is sent (see _Interleave);
-    any other outcome at once. Raises after recording when the connection, not this recipient,
-    is at fault."""
+    any other outcome at once; `meanwhile` runs while the server takes the message's data (the
+    next message composed, or the next batch claimed). Raises after recording when the
+    connection, not this recipient, is at fault."""
     if gap is not None:
         interleave.record()
         slot, wait = pacing.reserve_slot(gap, clock=clock)
@@ -829,7 +852,7 @@ def _send_one(
                 prepared,
                 after_mail=interleave.record,
                 before_data=lambda: interleave.may_send(job, keys),
-                after_data=lambda: interleave.compose_ahead(following),
+                after_data=meanwhile,
             )
         finally:
             interleave.record()  # a failure is recorded below, after the previous 250
