@@ -5,7 +5,8 @@ from __future__ import annotations
 import logging
 import smtplib
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from functools import partial
@@ -389,7 +390,8 @@ class _Interleave:
         if self.unrecorded is not None:
             job, tries, message_id, now = self.unrecorded
             self.unrecorded = None
-            _record_sent(job, tries, message_id, now, connection=self.driver)
+            with self._rolled_back_on_error():
+                _record_sent(job, tries, message_id, now, connection=self.driver)
 
     def settle(self) -> None:
         """Commit what waits, logging (not raising) a failure: for a run that is stopping."""
@@ -399,7 +401,17 @@ class _Interleave:
             log.exception("recording a sent message failed while the send was stopping")
 
     def may_send(self, job: _Job, keys: list[bytes]) -> bool:
-        return _may_send(job, keys, connection=self.driver)
+        with self._rolled_back_on_error():
+            return _may_send(job, keys, connection=self.driver)
+
+    @contextmanager
+    def _rolled_back_on_error(self) -> Iterator[None]:
+        try:
+            yield
+        except BaseException:
+            if self.driver is not None:
+                self.driver.rollback()
+            raise
 
     def compose_ahead(self, job: _Job | None) -> None:
         """Compose the next message now; one that fails is composed again in its turn (and
