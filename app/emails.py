@@ -125,7 +125,7 @@ class TimeoutConnection(Connection):
         options = list(prepared.mail_options)
         if host.does_esmtp and host.has_extn("size"):
             options.insert(0, f"size={len(prepared.data)}")
-        host.putcmd("mail", f"FROM:{smtplib.quoteaddr(prepared.sender)}{_options(host, options)}")
+        host.putcmd("mail", f"FROM:{_quoted(prepared.sender)}{_options(host, options)}")
         if after_mail is not None:
             after_mail()
         code, reply = host.getreply()
@@ -135,7 +135,7 @@ class TimeoutConnection(Connection):
         refused = {}
         allowed = True
         for number, recipient in enumerate(prepared.recipients, 1):
-            host.putcmd("rcpt", f"TO:{smtplib.quoteaddr(recipient)}{_options(host, prepared.rcpt_options)}")
+            host.putcmd("rcpt", f"TO:{_quoted(recipient)}{_options(host, prepared.rcpt_options)}")
             if before_data is not None and number == len(prepared.recipients):
                 allowed = before_data()
             code, reply = host.getreply()
@@ -175,6 +175,18 @@ class TimeoutConnection(Connection):
 
 
 _LINE_START_DOT = re.compile(rb"(?m)^\.")
+
+
+# An address that smtplib.quoteaddr would give back as it is, in angle brackets, without
+# parsing it (its parser costs a sizeable part of a message's time in a bulk send).
+_PLAIN_ADDRESS = re.compile(r"[A-Za-z0-9.!#$%&'*+/=?^_`{|}~\-]+@[A-Za-z0-9.\-]+")
+
+
+def _quoted(address: str) -> str:
+    """An address for MAIL FROM or RCPT TO, as smtplib.quoteaddr gives it."""
+    if _PLAIN_ADDRESS.fullmatch(address):
+        return f"<{address}>"
+    return smtplib.quoteaddr(address)
 
 
 def _options(host: smtplib.SMTP, options: list[str]) -> str:

@@ -5,6 +5,7 @@ text and HTML, whatever the names, codes and templates hold."""
 from __future__ import annotations
 
 import re
+import smtplib
 from email import policy
 from email.parser import BytesParser
 from email.utils import parsedate_to_datetime
@@ -157,3 +158,14 @@ def test_an_address_that_is_not_ascii_goes_through_the_full_composer(app):
     )
     assert_same_email(emails.prepare(message).data, fast.data)
     assert fast.recipients == emails.prepare(message).recipients
+
+
+@given(
+    address=st.one_of(
+        st.emails(),
+        st.text(max_size=30),
+        st.sampled_from(["Ada <ada@example.com>", '"a b"@example.com', "a@b", "<a@b>", "a@b (x)"]),
+    )
+)
+def test_envelope_addresses_are_quoted_as_smtplib_quotes_them(address):
+    assert emails._quoted(address) == smtplib.quoteaddr(address)
