@@ -110,15 +110,16 @@ class TimeoutConnection(Connection):
         self,
         prepared: Prepared,
         *,
-        after_mail: Callable[[], object] | None = None,
+        after_data_command: Callable[[], object] | None = None,
         before_data: Callable[[], bool] | None = None,
         after_data: Callable[[], object] | None = None,
     ) -> bool:
         """Send a prepared message as it is: smtplib's sendmail, command by command, with the
         same replies raised as the same errors. The hooks let the caller do its own work while
-        the server works on a command, before that command's reply is read: `after_mail` once
-        MAIL FROM has gone; `before_data` once RCPT TO has gone, and its answer decides whether
-        the message goes (False resets the transaction and returns False: nothing delivered);
+        the server works on a command, before that command's reply is read: `before_data` once
+        RCPT TO has gone, and its answer decides whether the message goes (False resets the
+        transaction and returns False: nothing delivered); `after_data_command` once DATA has
+        gone, before the server's go-ahead (nothing of the message has gone yet);
         `after_data` once the message has gone, before the server's verdict on it."""
         host = self.host
         host.ehlo_or_helo_if_needed()
@@ -126,8 +127,6 @@ class TimeoutConnection(Connection):
         if host.does_esmtp and host.has_extn("size"):
             options.insert(0, f"size={len(prepared.data)}")
         host.putcmd("mail", f"FROM:{_quoted(prepared.sender)}{_options(host, options)}")
-        if after_mail is not None:
-            after_mail()
         code, reply = host.getreply()
         if code != 250:
             self._end_transaction(code)
@@ -151,6 +150,8 @@ class TimeoutConnection(Connection):
             host.rset()
             return False
         host.putcmd("data")
+        if after_data_command is not None:
+            after_data_command()
         code, reply = host.getreply()
         if code != 354:
             self._end_transaction(code)
@@ -213,15 +214,15 @@ class OutboxConnection:
         self,
         prepared: Prepared,
         *,
-        after_mail: Callable[[], object] | None = None,
+        after_data_command: Callable[[], object] | None = None,
         before_data: Callable[[], bool] | None = None,
         after_data: Callable[[], object] | None = None,
     ) -> bool:
         """Write the message to the outbox, with the same hooks as an SMTP connection's."""
-        if after_mail is not None:
-            after_mail()
         if before_data is not None and not before_data():
             return False
+        if after_data_command is not None:
+            after_data_command()
         stamp = utcnow().strftime("%Y%m%dT%H%M%S%f")
         safe_id = re.sub(r"[^A-Za-z0-9]+", "-", prepared.message_id).strip("-")[:60]
         (self.folder / f"{stamp}-{safe_id}.eml").write_bytes(prepared.data)

@@ -355,10 +355,10 @@ def _send_batches(
 
 class _Interleave:
     """The database work of each message, done while the mail server works on a command
-    instead of after its reply: the previous message's 250 is committed while the server takes
-    this message's sender, this address is checked while it takes the recipient, and the next
-    message is composed while it takes this one's data. One thread; the replies wait in the
-    socket meanwhile.
+    instead of after its reply: this address is checked while the server takes the recipient,
+    the previous message's 250 is committed while it answers this message's DATA command, and
+    the next message is composed while it takes this one's data. One thread; the replies wait
+    in the socket meanwhile.
 
     So the previous outcome is committed before this message's data goes (at most one message
     sent and not recorded, as when each outcome is written at once) and the check is as late as
@@ -846,10 +846,10 @@ def _send_one(
 ) -> None:
     """Send one claimed message and record its outcome. The pace is kept (a slot is reserved
     first), and the address is checked against the suppression list right before the message's
-    data goes. A 250 is committed while the next message's sender is sent (see _Interleave);
-    any other outcome at once; `meanwhile` runs while the server takes the message's data (the
-    next message composed, or the next batch claimed). Raises after recording when the
-    connection, not this recipient, is at fault."""
+    data goes. A 250 is committed while the server answers the next message's DATA command (see
+    _Interleave); any other outcome at once. `meanwhile` runs while the server takes the
+    message's data (the next message composed, or the next batch claimed). Raises after
+    recording when the connection, not this recipient, is at fault."""
     if gap is not None:
         interleave.record()
         slot, wait = pacing.reserve_slot(gap, clock=clock)
@@ -862,7 +862,7 @@ def _send_one(
         try:
             sent = connection.send_prepared(
                 prepared,
-                after_mail=interleave.record,
+                after_data_command=interleave.record,
                 before_data=lambda: interleave.may_send(job, keys),
                 after_data=meanwhile,
             )
