@@ -110,8 +110,10 @@ def sample_message() -> tuple[bytes, str]:
 
     invitation = db.session.scalars(sa.select(Invitation).limit(1)).one()
     campaign = db.session.get(Campaign, invitation.campaign_id)
-    message = emails.compose_invitation(invitation, invitation.customer, campaign)
-    return message.as_bytes(), message.sender
+    prepared = emails.compose_campaign_message(
+        campaign, invitation.customer, reference=invitation.reference, nonce=invitation.nonce, offer_code=""
+    )
+    return prepared.data, prepared.sender
 
 
 def baseline(port: int, message: bytes, sender: str) -> float:

@@ -5,9 +5,11 @@ from __future__ import annotations
 import logging
 import smtplib
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from functools import partial
 
 import sqlalchemy as sa
 from flask import current_app
@@ -256,6 +258,7 @@ def send_campaign(
     campaign = get_campaign(campaign_id)
     if campaign.status == CampaignStatus.PAUSED:
         raise InvalidInput(f"campaign {campaign_id} is paused: resume it before sending")
+    unsubscribe.apply_pending(now=clock())  # any kept while the database was busy, before sending
     _set_status(campaign_id, CampaignStatus.SENDING)
     summary = SendSummary()
     stopped = _send_batches(lambda now: _claim_batch(campaign_id, now), summary, clock, progress, campaign_id)
@@ -302,20 +305,36 @@ def _send_batches(
     if not (batch := next_batch()):
         return False
     try:
-        try:
-            with emails.connect() as connection:
-                while batch:
-                    for current in batch:
-                        _send_one(connection, current, summary, clock, gap, keys, batch)
-                        if progress:
-                            progress(1)
-                        if summary.failed_in_a_row >= limit:
-                            raise _StopSending(_too_many_failures(summary))
-                    batch = []
-                    batch = next_batch()
-        except BaseException:
-            _release_unsent(batch, clock())
-            raise
+        with _Interleave() as interleave:
+            ahead: list[_Job] = []  # the next batch, claimed during the last message's data
+            try:
+                with emails.connect() as connection:
+                    while batch:
+                        for number, current in enumerate(batch):
+                            if number + 1 < len(batch):
+                                following = batch[number + 1]
+                                meanwhile = partial(interleave.compose_ahead, following)
+                            else:
+                                meanwhile = partial(_claim_ahead, next_batch, ahead, interleave)
+                            _send_one(
+                                connection, current, summary, clock, gap, keys, batch, interleave, meanwhile
+                            )
+                            if progress:
+                                interleave.record()  # the callback may use the database
+                                progress(1)
+                            if summary.failed_in_a_row >= limit:
+                                raise _StopSending(_too_many_failures(summary))
+                        if ahead:
+                            batch, ahead = ahead, []
+                        else:
+                            interleave.record()
+                            batch = []
+                            batch = next_batch()
+                    interleave.record()
+            except BaseException:
+                interleave.settle()
+                _release_unsent(batch + ahead, clock())
+                raise
     except smtplib.SMTPAuthenticationError as exc:
         reason = (
             f"The mail server refused Winback's login ({exc.smtp_code} {_text(exc.smtp_error)}). "
@@ -331,6 +350,161 @@ def _send_batches(
     if paused_id:
         pause_campaign(paused_id, reason=summary.paused_reason, actor_id=None, now=clock())
     return True
+
+
+class _Interleave:
+    """The database work of each message, done while the mail server works on a command
+    instead of after its reply: this address is checked while the server takes the recipient,
+    the previous message's 250 is committed while it answers this message's DATA command, and
+    the next message is composed while it takes this one's data. One thread; the replies wait
+    in the socket meanwhile.
+
+    So the previous outcome is committed before this message's data goes (at most one message
+    sent and not recorded, as when each outcome is written at once) and the check is as late as
+    before, right before the data. The two statements of every message run on a connection of
+    their own, on the driver directly; the session is used only once that has committed."""
+
+    def __init__(self) -> None:
+        self.driver: _Driver | None = None if _in_memory_database() else _Driver(db.engine.connect())
+        self.unrecorded: tuple | None = None  # the last 250's job, tries, message id and time
+        self.ahead: tuple[_Job, emails.Prepared] | None = None
+
+    def __enter__(self) -> _Interleave:
+        return self
+
+    def __exit__(self, *_exc) -> None:
+        try:
+            self.settle()
+        finally:
+            if self.driver is not None:
+                self.driver.core.close()
+
+    def record_later(self, job: _Job, tries: int, message_id: str, now: datetime) -> None:
+        """A 250 to commit before the next message's data (or before any other database work)."""
+        self.record()
+        self.unrecorded = (job, tries, message_id, now)
+
+    def record(self) -> None:
+        """Commit the 250 that waits, if any."""
+        if self.unrecorded is not None:
+            job, tries, message_id, now = self.unrecorded
+            self.unrecorded = None
+            with self._rolled_back_on_error():
+                _record_sent(job, tries, message_id, now, connection=self.driver)
+
+    def settle(self) -> None:
+        """Commit what waits, logging (not raising) a failure: for a run that is stopping."""
+        try:
+            self.record()
+        except Exception:
+            log.exception("recording a sent message failed while the send was stopping")
+
+    def may_send(self, job: _Job, keys: list[bytes]) -> bool:
+        with self._rolled_back_on_error():
+            return _may_send(job, keys, connection=self.driver)
+
+    @contextmanager
+    def _rolled_back_on_error(self) -> Iterator[None]:
+        try:
+            yield
+        except BaseException:
+            if self.driver is not None:
+                self.driver.rollback()
+            raise
+
+    def compose_ahead(self, job: _Job | None) -> None:
+        """Compose the next message now; one that fails is composed again in its turn (and
+        fails there, for that message)."""
+        self.ahead = None
+        if job is not None:
+            try:
+                self.ahead = (job, _compose(job))
+            except Exception:
+                self.ahead = None
+
+    def composed(self, job: _Job) -> emails.Prepared:
+        if self.ahead is not None and self.ahead[0] is job:
+            return self.ahead[1]
+        return _compose(job)
+
+
+class _DriverStatement:
+    """A statement compiled once for a dialect and run on the driver's cursor: for the two
+    statements of every message (the check and the 250), whose Core execution costs several
+    times the database's own work. Parameters go through their types' bind processors, as
+    Core would send them."""
+
+    def __init__(self, statement: sa.Executable, dialect: sa.Dialect) -> None:
+        compiled = statement.compile(dialect=dialect)
+        self.sql = compiled.string
+        self.order = list(compiled.positiontup) if compiled.positional else None
+        self.processors: dict[str, Callable] = {}
+        self.fixed: dict[str, object] = {}  # the statement's own values (not the caller's)
+        for bind, name in compiled.bind_names.items():
+            processor = bind.type.bind_processor(dialect)
+            if bind.required:
+                if processor is not None:
+                    self.processors[name] = processor
+            else:
+                value = bind.effective_value
+                self.fixed[name] = processor(value) if processor is not None else value
+
+    def execute(self, cursor, values: dict) -> None:
+        parameters = self.fixed | values
+        for name, processor in self.processors.items():
+            parameters[name] = processor(parameters[name])
+        if self.order is not None:
+            parameters = [parameters[name] for name in self.order]
+        cursor.execute(self.sql, parameters)
+
+
+class _Driver:
+    """The sender's second connection: the driver's own for the statements of every message,
+    and Core's (`core`) for the rarer ones. Each use commits before the next."""
+
+    def __init__(self, core: sa.Connection) -> None:
+        self.core = core
+        self.raw = core.connection.driver_connection
+        self.statements: dict[tuple, _DriverStatement] = {}
+
+    def run(self, key: tuple, values: dict):
+        """Execute the statement named by `key` (see _driver_statement); returns the cursor."""
+        statement = self.statements.get(key)
+        if statement is None:
+            statement = self.statements[key] = _DriverStatement(_driver_statement(key), self.core.dialect)
+        cursor = self.raw.cursor()
+        statement.execute(cursor, values)
+        return cursor
+
+    def commit(self) -> None:
+        self.raw.commit()
+
+    def rollback(self) -> None:
+        self.raw.rollback()
+        self.core.rollback()
+
+
+def _driver_statement(key: tuple) -> sa.Executable:
+    if key[0] == "may_send":
+        return _may_send_query(key[1], key[2])
+    return _FIRST_SENT
+
+
+def _in_memory_database() -> bool:
+    url = db.engine.url
+    return url.get_backend_name() == "sqlite" and url.database in (None, "", ":memory:")
+
+
+def _claim_ahead(next_batch: Callable[[], list[_Job]], ahead: list[_Job], interleave: _Interleave) -> None:
+    """Claim the next batch into `ahead` and compose its first message, while the server takes
+    the last message of this one. A failure here is left for the claim in its turn to meet."""
+    try:
+        ahead[:] = next_batch()
+    except Exception:
+        db.session.rollback()
+        ahead.clear()
+        return
+    interleave.compose_ahead(ahead[0] if ahead else None)
 
 
 def _set_status(campaign_id: int, status: CampaignStatus) -> None:
@@ -470,13 +644,40 @@ def _due(now: datetime) -> sa.ColumnElement[bool]:
     return sa.or_(Invitation.next_attempt_at.is_(None), Invitation.next_attempt_at <= now)
 
 
+@dataclass(slots=True)
+class _Invitation:
+    """What sending reads of a claimed invitation: plain values, outside any session."""
+
+    id: int
+    reference: str
+    nonce: str
+    offer_code: str | None
+    attempts: int
+    next_attempt_at: datetime | None
+    reminders_sent: int
+    sent_at: datetime | None
+
+
+@dataclass(slots=True)
+class _Customer:
+    """What sending reads of a recipient."""
+
+    email: str
+    first_name: str
+    last_name: str
+    locale: str | None
+
+    name = property(Customer.name.fget)
+
+
 @dataclass
 class _Job:
-    """One message to send: a claimed invitation (detached from the session, so that commits
-    do not expire it), its customer and campaign, and whether it is a reminder."""
+    """One message to send: a claimed invitation and its customer (plain values, so that
+    commits expire nothing), its campaign (a copy outside the session), and whether it is a
+    reminder."""
 
-    invitation: Invitation
-    customer: Customer
+    invitation: _Invitation
+    customer: _Customer
     campaign: Campaign
     reminder: bool
     lease_until: datetime
@@ -581,19 +782,32 @@ def _load_jobs(ids: list[int], *, reminder: bool, lease_until: datetime) -> list
     session: the commit after each message then reloads nothing."""
     if not ids:
         return []
+    invitation, customer = Invitation.__table__.c, Customer.__table__.c
+    invitation_columns = [getattr(invitation, name) for name in _Invitation.__slots__]
+    customer_columns = [getattr(customer, name) for name in _Customer.__slots__]
     rows = db.session.execute(
-        sa.select(Invitation, Customer, Campaign)
-        .join(Customer, Customer.id == Invitation.customer_id)
-        .join(Campaign, Campaign.id == Invitation.campaign_id)
-        .where(Invitation.id.in_(ids))
-        .order_by(Invitation.id)
+        sa.select(invitation.campaign_id, *invitation_columns, *customer_columns)
+        .join_from(Invitation.__table__, Customer.__table__, customer.id == invitation.customer_id)
+        .where(invitation.id.in_(ids))
+        .order_by(invitation.id)
     ).all()
-    campaigns: dict[int, Campaign] = {}
-    jobs = []
-    for invitation, customer, campaign in rows:
-        if campaign.id not in campaigns:
-            campaigns[campaign.id] = _copy(campaign)
-        jobs.append(_Job(_copy(invitation), _copy(customer), campaigns[campaign.id], reminder, lease_until))
+    campaigns = {
+        campaign.id: _copy(campaign)
+        for campaign in db.session.scalars(
+            sa.select(Campaign).where(Campaign.id.in_({row[0] for row in rows}))
+        )
+    }
+    split = 1 + len(invitation_columns)
+    jobs = [
+        _Job(
+            _Invitation(*row[1:split]),
+            _Customer(*row[split:]),
+            campaigns[row[0]],
+            reminder,
+            lease_until,
+        )
+        for row in rows
+    ]
     db.session.commit()
     return jobs
 
@@ -607,8 +821,15 @@ def _copy(instance):
 def _compose(job: _Job) -> emails.Prepared:
     """The message of one job, checked and serialised: a reminder is the same email under a
     prefixed subject."""
-    message = emails.compose_invitation(job.invitation, job.customer, job.campaign, reminder=job.reminder)
-    return emails.prepare(message)
+    invitation, campaign = job.invitation, job.campaign
+    return emails.compose_campaign_message(
+        campaign,
+        job.customer,
+        reference=invitation.reference,
+        nonce=invitation.nonce,
+        offer_code=campaign_content.offer_code_for(campaign, invitation.offer_code),
+        reminder=job.reminder,
+    )
 
 
 def _send_one(
@@ -619,22 +840,33 @@ def _send_one(
     gap: timedelta | None,
     keys: list[bytes],
     batch: list[_Job],
+    interleave: _Interleave,
+    meanwhile: Callable[[], None],
 ) -> None:
     """Send one claimed message and record its outcome. The pace is kept (a slot is reserved
-    first), and the address is checked against the suppression list right before sending.
-    Raises after recording when the connection, not this recipient, is at fault."""
+    first), and the address is checked against the suppression list right before the message's
+    data goes. A 250 is committed while the server answers the next message's DATA command (see
+    _Interleave); any other outcome at once. `meanwhile` runs while the server takes the
+    message's data (the next message composed, or the next batch claimed). Raises after
+    recording when the connection, not this recipient, is at fault."""
     if gap is not None:
+        interleave.record()
         slot, wait = pacing.reserve_slot(gap, clock=clock)
         _extend_leases(batch, slot)
         time.sleep(wait)
-    if not _may_send(job, keys):
-        _record_stopped(job, summary)
-        return
     invitation = job.invitation
-    prepared = _compose(job)
+    prepared = interleave.composed(job)
     tries = invitation.attempts + 1 if not job.reminder or invitation.next_attempt_at else 1
     try:
-        connection.send_prepared(prepared)
+        try:
+            sent = connection.send_prepared(
+                prepared,
+                after_data_command=interleave.record,
+                before_data=lambda: interleave.may_send(job, keys),
+                after_data=meanwhile,
+            )
+        finally:
+            interleave.record()  # a failure is recorded below, after the previous 250
     except smtplib.SMTPRecipientsRefused as exc:
         code, reply = next(iter(exc.recipients.values()))
         if code >= 500:
@@ -665,15 +897,23 @@ def _send_one(
     except (smtplib.SMTPException, OSError) as exc:
         _record_released(job, str(exc), clock())
         raise
-    _record_sent(job, tries, prepared.message.msgId, clock())
+    if not sent:
+        _record_stopped(job, summary)
+        return
+    interleave.record_later(job, tries, prepared.message_id, clock())
     summary.sent += 1
     summary.failed_in_a_row = 0
 
 
-def _may_send_query(reminder: bool) -> sa.Select:
-    """The check made right before each message, as plain SQL (it runs once a message)."""
+def _may_send_query(reminder: bool, key_count: int | None = None) -> sa.Select:
+    """The check made right before each message, as plain SQL (it runs once a message): with
+    the address's hashes as one expanding parameter, or as `key_count` parameters hash_0...
+    (for a statement compiled once)."""
     invitation, customer = Invitation.__table__, Customer.__table__
-    hashes = sa.bindparam("hashes", expanding=True)
+    if key_count is None:
+        hashes = sa.bindparam("hashes", expanding=True)
+    else:
+        hashes = [sa.bindparam(f"hash_{number}") for number in range(key_count)]
     query = (
         sa.select(invitation.c.id)
         .select_from(invitation.join(customer, customer.c.id == invitation.c.customer_id))
@@ -691,16 +931,25 @@ def _may_send_query(reminder: bool) -> sa.Select:
 _MAY_SEND = {False: _may_send_query(False), True: _may_send_query(True)}
 
 
-def _may_send(job: _Job, keys: list[bytes]) -> bool:
+def _may_send(job: _Job, keys: list[bytes], *, connection: _Driver | None = None) -> bool:
     """Checked right before each message: the customer is active and the address is not on the
-    suppression list (under any key); a reminder's invitation may also still be reminded."""
+    suppression list (under any key); a reminder's invitation may also still be reminded.
+    On `connection` when given (see _Interleave), else on the session."""
     email = job.customer.email
     hashes = [suppressions.keyed_hash(key, email) for key in keys]
-    found = db.session.execute(
+    if isinstance(connection, _Driver):
+        values = {"invitation_id": job.invitation.id} | {f"hash_{n}": value for n, value in enumerate(hashes)}
+        cursor = connection.run(("may_send", job.reminder, len(hashes)), values)
+        found = cursor.fetchone()
+        cursor.close()
+        connection.commit()
+        return found is not None
+    run = connection or db.session
+    found = run.execute(
         _MAY_SEND[job.reminder], {"invitation_id": job.invitation.id, "hashes": hashes}
     ).first()
     # End the read before talking to the mail server: on SQLite no lock is held while it answers.
-    db.session.commit()
+    run.commit()
     return found is not None
 
 
@@ -731,11 +980,12 @@ def _extend_leases(batch: list[_Job], slot: datetime) -> None:
         job.lease_until = until
 
 
-def _update(job: _Job, **values) -> None:
+def _update(job: _Job, *, connection: sa.Connection | None = None, **values) -> None:
     """Write one message's outcome and commit it (the 250 is never recorded before it came)."""
+    run = connection or db.session
     table = Invitation.__table__
-    db.session.execute(sa.update(table).where(table.c.id == job.invitation.id).values(**values))
-    db.session.commit()
+    run.execute(sa.update(table).where(table.c.id == job.invitation.id).values(**values))
+    run.commit()
     job.recorded = True
 
 
@@ -781,7 +1031,9 @@ def _first_sent_statement() -> sa.Update:
 _FIRST_SENT = _first_sent_statement()
 
 
-def _record_sent(job: _Job, tries: int, message_id: str, now: datetime) -> None:
+def _record_sent(
+    job: _Job, tries: int, message_id: str, now: datetime, *, connection: _Driver | None = None
+) -> None:
     """Accepted (250): a first email makes the invitation sent and plans its first reminder; a
     reminder counts, and plans the next one unless the reminders were stopped meanwhile."""
     invitation, days = job.invitation, list(job.campaign.reminder_days or [])
@@ -799,14 +1051,19 @@ def _record_sent(job: _Job, tries: int, message_id: str, now: datetime) -> None:
             "job_message_id": message_id,
             "job_next_reminder_at": next_reminder_after(now, days, 0, now),
         }
-        db.session.execute(_FIRST_SENT, parameters)
-        db.session.commit()
+        if connection is None:
+            db.session.execute(_FIRST_SENT, parameters)
+            db.session.commit()
+        else:
+            connection.run(("first_sent",), parameters).close()
+            connection.commit()
         job.recorded = True
         return
     sent = invitation.reminders_sent + 1
     following = next_reminder_after(invitation.sent_at or now, days, sent, now)
     _update(
         job,
+        connection=connection.core if connection else None,
         reminders_sent=Invitation.__table__.c.reminders_sent + 1,
         next_reminder_at=_keep_unless_stopped(following),
         **common,

@@ -23,7 +23,7 @@ from app.models import (
 )
 from app.services import bounces, campaigns, suppressions, survey, unsubscribe
 from app.services.bounces import BounceKind
-from app.tokens import make_unsubscribe_token
+from app.tokens import make_unsubscribe_token, read_survey_token
 from tests.factories import make_customer
 
 
@@ -68,8 +68,11 @@ def addresses(smtp) -> list[str]:
     return [str(message["To"].addresses[0].addr_spec) for message in smtp.messages]
 
 
-def survey_link(message) -> str:
-    return re.search(r"/s/\S+", message.get_body(preferencelist=("plain",)).get_content()).group(0)
+def survey_link(message) -> tuple[str, str]:
+    """The invitation a message's survey link opens: its (reference, nonce). The token itself
+    carries the second it was signed, so two sends of one link differ in it."""
+    token = re.search(r"/s/(\S+)", message.get_body(preferencelist=("plain",)).get_content()).group(1)
+    return read_survey_token(token)
 
 
 def test_the_first_send_plans_the_first_reminder(app, smtp):

@@ -16,7 +16,7 @@ import sqlalchemy as sa
 from aiosmtpd.controller import Controller
 
 from app.extensions import db
-from app.models import Customer, Invitation, InvitationStatus, utcnow
+from app.models import Customer, Invitation, InvitationStatus, SuppressionReason, utcnow
 from app.services import campaigns, suppressions
 from tests.conftest import free_port
 
@@ -158,3 +158,73 @@ def test_a_sender_killed_mid_batch_loses_nothing(app, database, tmp_path):
     assert sum(arrived.values()) - count <= 1  # at most the one in flight, twice
     db.session.rollback()
     assert campaigns.count_queued(campaign_id) == 0
+
+
+class WatchingSink:
+    """An SMTP server that runs `watch(number, recipient)` (in its own thread, with its own app
+    context) when the data of its `number`-th message has arrived, before it answers."""
+
+    def __init__(self, app, watch) -> None:
+        self.app = app
+        self.watch = watch
+        self.arrived: list[str] = []
+
+    async def handle_DATA(self, server, session, envelope):
+        with self.app.app_context():
+            try:
+                self.watch(len(self.arrived) + 1, envelope.rcpt_tos[0])
+            finally:
+                db.session.remove()
+        self.arrived.extend(envelope.rcpt_tos)
+        return "250 Message accepted for delivery"
+
+
+def send_with(app, sink, campaign_id: int) -> campaigns.SendSummary:
+    port = free_port()
+    controller = Controller(sink, hostname="127.0.0.1", port=port)
+    controller.start()
+    app.extensions["mail"].port = port
+    try:
+        return campaigns.send_campaign(campaign_id)
+    finally:
+        controller.stop()
+
+
+def test_each_250_is_committed_before_the_next_message_goes(app):
+    """At most one message is sent and not recorded at any time (RELIABILITY 30): when the data
+    of message n arrives, the n - 1 before it are already recorded as sent."""
+    campaign_id = make_audience(120)  # more than two claimed batches
+    seen: list[tuple[int, int]] = []
+
+    def count_sent(number: int, _recipient: str) -> None:
+        sent = db.session.scalar(
+            sa.select(sa.func.count()).where(
+                Invitation.campaign_id == campaign_id, Invitation.status == InvitationStatus.SENT
+            )
+        )
+        seen.append((number, sent))
+
+    summary = send_with(app, WatchingSink(app, count_sent), campaign_id)
+
+    assert summary.sent == 120
+    assert seen == [(number, number - 1) for number in range(1, 121)]
+
+
+def test_an_unsubscribe_during_the_previous_message_stops_the_next(app):
+    """The next message is composed while the server takes this one; an unsubscribe that lands
+    meanwhile still stops it (RELIABILITY 25)."""
+    campaign_id = make_audience(60)
+
+    def unsubscribe_the_next(_number: int, recipient: str) -> None:
+        following = {"c0009@example.com": "c0010@example.com", "c0049@example.com": "c0050@example.com"}
+        if recipient in following:  # within a batch, and the first of the next batch
+            suppressions.suppress(following[recipient], SuppressionReason.UNSUBSCRIBED, utcnow())
+            db.session.commit()
+
+    sink = WatchingSink(app, unsubscribe_the_next)
+    summary = send_with(app, sink, campaign_id)
+
+    assert "c0010@example.com" not in sink.arrived
+    assert "c0050@example.com" not in sink.arrived
+    assert (summary.sent, summary.suppressed) == (58, 2)
+    assert len(set(sink.arrived)) == 58
