@@ -487,7 +487,8 @@ def _layout(locale: str) -> _Layout | None:
     )
     layouts = current_app.extensions.setdefault(_LAYOUTS_KEY, {})
     if key not in layouts:
-        layouts[key] = _build_layout()
+        with flask_babel.force_locale(_babel_locale(locale)):
+            layouts[key] = _build_layout()
     return layouts[key]
 
 
@@ -582,24 +583,25 @@ def compose_campaign_message(
     composer."""
     email = customer.email
     locale = i18n.supported_locale(customer.locale) or i18n.DEFAULT_LOCALE
-    with flask_babel.force_locale(_babel_locale(locale)):
-        layout = _layout(locale) if email.isascii() and not _UNSAFE_ADDRESS.search(email) else None
-        if layout is None:
-            return _prepare_full(campaign, customer, reference, nonce, offer_code, reminder)
-        subject_prefix = gettext(REMINDER_PREFIX) if reminder else ""
-        survey_url = make_survey_token(reference, nonce).join(layout.survey_url)
-        unsubscribe_url = make_unsubscribe_token(reference).join(layout.unsubscribe_url)
-        values = campaign_content.Values(
-            first_name=customer.first_name,
-            business_name=layout.business_name,
-            link=survey_url,
-            offer_code=offer_code,
-        )
-        subject = campaign_content.render_subject(campaign.subject, values)
-        if subject_prefix:
-            subject = subject_prefix + subject
-        body_text = campaign_content.render_body_text(campaign.body, values)
-        body_html = campaign_content.render_body_html(campaign.body, values)
+    # Nothing below needs the customer's language in force: the skeleton was built in it, and
+    # the fixed texts come from campaign_content.localized, which looks them up in it.
+    layout = _layout(locale) if email.isascii() and not _UNSAFE_ADDRESS.search(email) else None
+    if layout is None:
+        return _prepare_full(campaign, customer, reference, nonce, offer_code, reminder)
+    subject_prefix = campaign_content.localized(REMINDER_PREFIX, locale) if reminder else ""
+    survey_url = make_survey_token(reference, nonce).join(layout.survey_url)
+    unsubscribe_url = make_unsubscribe_token(reference).join(layout.unsubscribe_url)
+    values = campaign_content.Values(
+        first_name=customer.first_name,
+        business_name=layout.business_name,
+        link=survey_url,
+        offer_code=offer_code,
+    )
+    subject = campaign_content.render_subject(campaign.subject, values, locale)
+    if subject_prefix:
+        subject = subject_prefix + subject
+    body_text = campaign_content.render_body_text(campaign.body, values, locale)
+    body_html = campaign_content.render_body_html(campaign.body, values, locale)
     text = _fill(
         layout.text,
         {

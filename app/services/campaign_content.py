@@ -27,7 +27,7 @@ from urllib.parse import quote
 
 import sqlalchemy as sa
 from flask import current_app
-from flask_babel import gettext
+from flask_babel import force_locale, gettext
 from jinja2 import Template, TemplateError, TemplateSyntaxError, nodes, pass_context
 from jinja2.runtime import Context
 from jinja2.sandbox import ImmutableSandboxedEnvironment
@@ -169,41 +169,60 @@ def _template(kind: str, field: str, source: str) -> Template:
     return environment.from_string(check_template(field, source))
 
 
-def subject_source(source: str) -> str:
+# Translations of the fixed texts by (locale, English text), for a bulk send that names its
+# locale: one dictionary look-up per email instead of Flask-Babel's per-call context look-ups.
+_LOCALIZED: dict[tuple[str, str], str] = {}
+
+
+def localized(message: str, locale: str | None) -> str:
+    """The translation of `message` into `locale`, remembered for the next email; without a
+    locale, into the language spoken (gettext)."""
+    if locale is None:
+        return gettext(message)
+    key = (locale, message)
+    text = _LOCALIZED.get(key)
+    if text is None:
+        with force_locale(locale):
+            text = _LOCALIZED[key] = gettext(message)
+    return text
+
+
+def subject_source(source: str, locale: str | None = None) -> str:
     """The subject template to render: the default subject in the language spoken (stored as the
     English default), or the one staff wrote, as written."""
     if not source or source == DEFAULT_SUBJECT:
-        return gettext(DEFAULT_SUBJECT)
+        return localized(DEFAULT_SUBJECT, locale)
     return source
 
 
-def body_source(source: str) -> str:
+def body_source(source: str, locale: str | None = None) -> str:
     """The body template to render: the default body in the language spoken (stored empty), or
     the one staff wrote, as written."""
     if not source or source.strip() == DEFAULT_BODY.strip():
-        return gettext(DEFAULT_BODY)
+        return localized(DEFAULT_BODY, locale)
     return source
 
 
-def render_subject(source: str, values: Values) -> str:
-    """The subject line for one email: one line, whatever the values hold."""
-    rendered = _template("text", "subject", subject_source(source)).render(values.context())
+def render_subject(source: str, values: Values, locale: str | None = None) -> str:
+    """The subject line for one email: one line, whatever the values hold. `locale`: the
+    language spoken, when the caller knows it (see localized)."""
+    rendered = _template("text", "subject", subject_source(source, locale)).render(values.context())
     return " ".join(rendered.split())
 
 
-def render_body_text(source: str, values: Values) -> str:
+def render_body_text(source: str, values: Values, locale: str | None = None) -> str:
     """The text part's body: the rendered template as it is (an empty body is the default)."""
-    return _template("text", "body", body_source(source)).render(values.context()).strip() + "\n"
+    return _template("text", "body", body_source(source, locale)).render(values.context()).strip() + "\n"
 
 
-def render_body_html(source: str, values: Values) -> Markup:
+def render_body_html(source: str, values: Values, locale: str | None = None) -> Markup:
     """The HTML part's body: the same template through Markdown and the sanitiser, with every
     value escaped after that, so no value can add markup, a link or Markdown."""
     markers: list[str] = []
-    marked = _template("html", "body", body_source(source)).render(
+    marked = _template("html", "body", body_source(source, locale)).render(
         {**values.context(), _MARKERS_KEY: markers}
     )
-    skeleton = _skeleton(marked, html.escape(gettext(BUTTON_LABEL)))
+    skeleton = _skeleton(marked, html.escape(localized(BUTTON_LABEL, locale)))
     return Markup(_fill(skeleton, markers))  # noqa: S704 - sanitised, values escaped
 
 
