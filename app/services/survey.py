@@ -161,19 +161,7 @@ def submit_response(invitation_id: int, answers: Answers, *, now: datetime, edit
         return existing
     invitation = db.session.get(Invitation, invitation_id, options=[joinedload(Invitation.customer)])
     outcome, reason = suggest_outcome(answers, settings.unfeasible_phrases())
-    response = Response(
-        invitation_id=invitation_id,
-        stop_reason=answers.stop_reason,
-        better_elsewhere=answers.better_elsewhere,
-        win_back_text=answers.win_back_text,
-        would_return=answers.would_return,
-        contact_via=answers.contact_via,
-        phone=answers.phone,
-        may_quote=answers.may_quote,
-        submitted_at=now,
-        suggested_outcome=outcome,
-        suggested_reason=reason,
-    )
+    response = Response(invitation_id=invitation_id, **_columns(answers, outcome, reason, now))
     db.session.add(response)
     invitation.answered_at = now
     invitation.next_reminder_at = None  # an answer ends the reminders
@@ -242,24 +230,12 @@ def _store_answer(
         opened = db.session.execute(
             sa.update(Invitation)
             .where(Invitation.id == invitation_id, Invitation.revoked.is_(False))
-            .values(answered_at=now)
+            .values(answered_at=now, next_reminder_at=None)  # an answer ends the reminders
         ).rowcount
         if not opened:
             raise InvalidLink("revoked invitation")
         db.session.execute(
-            sa.insert(Response).values(
-                invitation_id=invitation_id,
-                stop_reason=answers.stop_reason,
-                better_elsewhere=answers.better_elsewhere,
-                win_back_text=answers.win_back_text,
-                would_return=answers.would_return,
-                contact_via=answers.contact_via,
-                phone=answers.phone,
-                may_quote=answers.may_quote,
-                submitted_at=now,
-                suggested_outcome=outcome,
-                suggested_reason=reason,
-            )
+            sa.insert(Response).values(invitation_id=invitation_id, **_columns(answers, outcome, reason, now))
         )
         _respect_wishes(email, answers, now)
         db.session.commit()
@@ -268,10 +244,9 @@ def _store_answer(
         raise
 
 
-def _replace_answers(response: Response, answers: Answers, *, now: datetime) -> Response:
-    """Replace untriaged answers in one UPDATE that does nothing once staff have triaged them."""
-    outcome, reason = suggest_outcome(answers, settings.unfeasible_phrases())
-    values = {
+def _columns(answers: Answers, outcome: Outcome, reason: str, now: datetime) -> dict:
+    """A response's columns for these answers and their suggested outcome."""
+    return {
         "stop_reason": answers.stop_reason,
         "better_elsewhere": answers.better_elsewhere,
         "win_back_text": answers.win_back_text,
@@ -283,6 +258,12 @@ def _replace_answers(response: Response, answers: Answers, *, now: datetime) -> 
         "suggested_outcome": outcome,
         "suggested_reason": reason,
     }
+
+
+def _replace_answers(response: Response, answers: Answers, *, now: datetime) -> Response:
+    """Replace untriaged answers in one UPDATE that does nothing once staff have triaged them."""
+    outcome, reason = suggest_outcome(answers, settings.unfeasible_phrases())
+    values = _columns(answers, outcome, reason, now)
     if answers.would_return != WouldReturn.NEVER:
         values["follow_up_text"] = ""
     changed = db.session.execute(

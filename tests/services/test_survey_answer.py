@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from datetime import timedelta
+
 import pytest
 import sqlalchemy as sa
 
@@ -65,6 +67,14 @@ def test_an_answer_is_stored_once_with_its_suggestion_and_the_invitation_marked(
     assert stored.suggested_outcome == Outcome.UNFEASIBLE
     assert "free delivery" in stored.suggested_reason
     assert db.session.get(Invitation, invitation.id).answered_at is not None
+
+
+def test_an_answer_from_the_link_ends_the_invitations_reminders(invitation):
+    invitation.next_reminder_at = utcnow() + timedelta(days=4)
+    db.session.commit()
+    survey.answer(token_of(invitation), make_answers(), now=utcnow())
+    db.session.rollback()
+    assert db.session.get(Invitation, invitation.id).next_reminder_at is None
 
 
 def test_an_edit_replaces_untriaged_answers(invitation):
