@@ -281,6 +281,45 @@ class ErrorReport:
         )
 
 
+def column_positions(
+    table: CsvRows,
+    recognised: dict[str, str],
+    fields: tuple[str, ...],
+    required: tuple[str, ...],
+    mapping: dict[str, str] | None,
+) -> dict[str, int]:
+    """Each field's column index: recognised headers (the rightmost wins), then the mapping's
+    choices, which replace whatever was recognised for that field or in that column."""
+    positions = {}
+    for index, column in enumerate(table.columns):
+        if column in recognised:
+            positions[recognised[column]] = index
+    by_key = {header_key(name): name for name in fields}
+    for header, wanted in (mapping or {}).items():
+        field_name = by_key.get(header_key(wanted))
+        if field_name is None:
+            raise InvalidInput(
+                f"mapping {header!r} to {wanted!r}: there is no field {wanted!r}; "
+                f"the fields are {', '.join(fields)}"
+            )
+        key = header_key(header)
+        if key not in table.columns:
+            raise UnreadableFile(
+                f"{table.name}: line 1: no column {header!r} to map to {field_name} "
+                f"(found: {', '.join(table.columns) or 'nothing'})"
+            )
+        index = len(table.columns) - 1 - table.columns[::-1].index(key)
+        positions = {name: at for name, at in positions.items() if at != index}
+        positions[field_name] = index
+    missing = [name for name in required if name not in positions]
+    if missing:
+        names = missing[0] if len(missing) == 1 else f"{', '.join(missing[:-1])} or {missing[-1]}"
+        raise UnreadableFile(
+            f"{table.name}: line 1: no {names} column (found: {', '.join(table.columns) or 'nothing'})"
+        )
+    return positions
+
+
 def parse_mapping(entries: Iterable[str]) -> dict[str, str]:
     """Column mappings as staff write them, one `COLUMN=FIELD` each ("E-Mail=email"), as
     {column: field}. Blank entries are ignored; anything else without both sides is refused."""

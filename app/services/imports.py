@@ -30,7 +30,7 @@ from app.services.csvfiles import (
     CsvRows,
     ErrorReport,
     clean_text,
-    header_key,
+    column_positions,
     open_csv,
     parse_amount,
     parse_count,
@@ -201,7 +201,7 @@ def import_customers(
     columns = set(table.columns)
     if not mapping and (columns >= SHOPIFY_ORDERS_SIGNATURE or {"orderid", "ordernumber"} & columns):
         raise UnreadableFile(f"{name}: line 1: this is an orders file; import it as orders")
-    positions = _positions(table, CUSTOMER_COLUMNS, CUSTOMER_FIELDS, ("email",), mapping)
+    positions = column_positions(table, CUSTOMER_COLUMNS, CUSTOMER_FIELDS, ("email",), mapping)
     run = _Run(table, positions, now=now, day_first=day_first, error_report=error_report)
     return run.transaction(strict, lambda: _import_customer_rows(run, progress))
 
@@ -229,7 +229,7 @@ def import_orders(
     table = open_csv(stream, name)
     shopify = set(table.columns) >= SHOPIFY_ORDERS_SIGNATURE
     recognised = SHOPIFY_ORDER_COLUMNS if shopify else ORDER_COLUMNS
-    positions = _positions(table, recognised, ORDER_FIELDS, ORDER_REQUIRED, mapping)
+    positions = column_positions(table, recognised, ORDER_FIELDS, ORDER_REQUIRED, mapping)
     try:
         source = clean_text(source or ("shopify" if shopify else "csv"), 40)
     except ValueError as exc:
@@ -250,48 +250,6 @@ def _size(stream: IO[bytes]) -> int | None:
         return os.fstat(stream.fileno()).st_size
     except (AttributeError, OSError, ValueError):
         return None
-
-
-# --- columns ------------------------------------------------------------------------------
-
-
-def _positions(
-    table: CsvRows,
-    recognised: dict[str, str],
-    fields: tuple[str, ...],
-    required: tuple[str, ...],
-    mapping: dict[str, str] | None,
-) -> dict[str, int]:
-    """Each field's column index: recognised headers (the rightmost wins), then the mapping's
-    choices, which replace whatever was recognised for that field or in that column."""
-    positions = {}
-    for index, column in enumerate(table.columns):
-        if column in recognised:
-            positions[recognised[column]] = index
-    by_key = {header_key(name): name for name in fields}
-    for header, wanted in (mapping or {}).items():
-        field_name = by_key.get(header_key(wanted))
-        if field_name is None:
-            raise InvalidInput(
-                f"mapping {header!r} to {wanted!r}: there is no field {wanted!r}; "
-                f"the fields are {', '.join(fields)}"
-            )
-        key = header_key(header)
-        if key not in table.columns:
-            raise UnreadableFile(
-                f"{table.name}: line 1: no column {header!r} to map to {field_name} "
-                f"(found: {', '.join(table.columns) or 'nothing'})"
-            )
-        index = len(table.columns) - 1 - table.columns[::-1].index(key)
-        positions = {name: at for name, at in positions.items() if at != index}
-        positions[field_name] = index
-    missing = [name for name in required if name not in positions]
-    if missing:
-        names = missing[0] if len(missing) == 1 else f"{', '.join(missing[:-1])} or {missing[-1]}"
-        raise UnreadableFile(
-            f"{table.name}: line 1: no {names} column (found: {', '.join(table.columns) or 'nothing'})"
-        )
-    return positions
 
 
 # --- one import's state -------------------------------------------------------------------

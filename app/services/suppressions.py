@@ -17,11 +17,11 @@ from typing import IO, TYPE_CHECKING
 import sqlalchemy as sa
 from flask import current_app
 
-from app.exceptions import InvalidInput, NotFound, RowError, UnreadableFile
+from app.exceptions import InvalidInput, NotFound, RowError
 from app.extensions import db
 from app.models import Customer, CustomerStatus, Suppression, SuppressionReason
 from app.services import audit, customers
-from app.services.csvfiles import CsvRows, ErrorReport, clean_text, header_key, open_csv
+from app.services.csvfiles import CsvRows, ErrorReport, clean_text, column_positions, header_key, open_csv
 from app.services.sql import upsert
 from app.survey.choices import label_for
 
@@ -355,7 +355,7 @@ def import_suppressions(
     from app.services.imports import ImportSummary  # imports uses this module for its hashes
 
     table = open_csv(stream, name)
-    columns = _columns(table, name, mapping)
+    columns = _columns(table, mapping)
     summary = ImportSummary(file=name)
     report = ErrorReport(error_report) if error_report is not None else None
     batch: dict[str, dict] = {}
@@ -390,35 +390,10 @@ def import_suppressions(
     return summary
 
 
-def _columns(table: CsvRows, name: str, mapping: dict[str, str] | None) -> dict[str, str]:
-    """The file's column for each field: recognised headers, then the mapping's choices, which
-    replace whatever was recognised for that field or in that column (as for customers)."""
-    columns = {
-        field_name: column
-        for column in table.columns
-        if (field_name := SUPPRESSION_COLUMNS.get(column)) is not None
-    }
-    by_key = {header_key(field_name): field_name for field_name in SUPPRESSION_FIELDS}
-    for header, wanted in (mapping or {}).items():
-        field_name = by_key.get(header_key(wanted))
-        if field_name is None:
-            raise InvalidInput(
-                f"mapping {header!r} to {wanted!r}: there is no field {wanted!r}; "
-                f"the fields are {', '.join(SUPPRESSION_FIELDS)}"
-            )
-        column = header_key(header)
-        if column not in table.columns:
-            raise UnreadableFile(
-                f"{name}: line 1: no column {header!r} to map to {field_name} "
-                f"(found: {', '.join(table.columns) or 'nothing'})"
-            )
-        columns = {field: at for field, at in columns.items() if at != column}
-        columns[field_name] = column
-    if "email" not in columns:
-        raise UnreadableFile(
-            f"{name}: line 1: no email column (found: {', '.join(table.columns) or 'nothing'})"
-        )
-    return columns
+def _columns(table: CsvRows, mapping: dict[str, str] | None) -> dict[str, str]:
+    """The file's column for each field, found as for customers and orders."""
+    positions = column_positions(table, SUPPRESSION_COLUMNS, SUPPRESSION_FIELDS, ("email",), mapping)
+    return {field_name: table.columns[index] for field_name, index in positions.items()}
 
 
 def _parse_row(
