@@ -105,8 +105,9 @@ def register_errorhandlers(app: Flask) -> None:
 
 
 def register_security(app: Flask) -> None:
-    from app import security
+    from app import security, sessions
 
+    app.session_interface = sessions.CookieSessions()
     security.init_app(app)
 
 

@@ -222,6 +222,15 @@ def test_after_logout_a_copied_session_cookie_no_longer_works(app, staff_client)
     assert goes_to_login(client_with_cookie(app, copied).get("/staff/"))
 
 
+def test_a_session_outlives_a_key_rotation_while_the_old_key_is_a_fallback(app, staff_client):
+    assert staff_client.get("/staff/").status_code == 200
+    old_key = app.config["SECRET_KEY"]
+    app.config.update(SECRET_KEY="a brand new key", SECRET_KEY_FALLBACKS=[old_key])
+    assert staff_client.get("/staff/").status_code == 200
+    app.config["SECRET_KEY_FALLBACKS"] = []  # the cookie's key is gone: logged out
+    assert goes_to_login(staff_client.get("/staff/"))
+
+
 def test_a_deactivated_user_is_logged_out(staff_client, admin):
     assert staff_client.get("/staff/").status_code == 200
     admin.active = False
