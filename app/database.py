@@ -3,16 +3,25 @@ transactions that take the write lock when they begin; PostgreSQL runs through p
 
 from __future__ import annotations
 
+import os
 import sqlite3
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
+from typing import TypeVar
 
 import sqlalchemy as sa
 from flask import Flask, request
 
 from app.extensions import db
+
+T = TypeVar("T")
+
+try:
+    import fcntl
+except ImportError:  # not on Windows: there, processes meet on SQLite's busy_timeout
+    fcntl = None  # type: ignore[assignment]
 
 # Whether transactions on this thread may write. Commands, tasks and POSTs: yes. A GET only
 # reads, so on SQLite it need not queue behind writers for the write lock (WAL readers never
@@ -97,6 +106,54 @@ def reading() -> Iterator[sa.Connection]:
         _may_write.reset(token)
 
 
+# SELECTs compiled for a dialect: (statement, dialect name, driver) -> _Compiled.
+_compiled: dict[tuple[sa.Select, str, str], _Compiled] = {}
+
+
+class _Compiled:
+    """A SELECT's SQL for one dialect, the values bound in the statement itself, the order of the
+    parameters (for positional drivers) and the driver conversions of the values."""
+
+    def __init__(self, statement: sa.Select, dialect: sa.Dialect) -> None:
+        done = statement.compile(dialect=dialect)
+        self.sql = done.string
+        self.order = tuple(done.positiontup) if done.positional and done.positiontup else None
+        self.processors = dict(done._bind_processors)
+        self.fixed = {name: value for name, value in done.params.items() if value is not None}
+
+    def parameters(self, values: dict[str, object]) -> tuple | dict:
+        merged = {**self.fixed, **values}
+        for name, process in self.processors.items():
+            if name in merged:
+                merged[name] = process(merged[name])
+        return tuple(merged[name] for name in self.order) if self.order is not None else merged
+
+
+def first_row(statement: sa.Select, values: dict[str, object]) -> tuple | None:
+    """The first row of a Core SELECT, run on the driver's own cursor: for the few reads on the
+    hot path of a page (a survey link's state), where SQLAlchemy's execution around a one-row
+    SELECT costs several times the query. The statement is compiled once per dialect; the values
+    go to the driver as bound parameters, and the row comes back as the driver gives it (no
+    type conversion: select plain columns and comparisons). On SQLite the SELECT runs on its
+    own, which is its own read transaction, and never takes the write lock."""
+    engine = db.engine
+    dialect = engine.dialect
+    key = (statement, dialect.name, dialect.driver)
+    compiled = _compiled.get(key)
+    if compiled is None:
+        compiled = _compiled[key] = _Compiled(statement, dialect)
+    connection = engine.raw_connection()
+    try:
+        cursor = connection.cursor()
+        try:
+            cursor.execute(compiled.sql, compiled.parameters(values))
+            return cursor.fetchone()
+        finally:
+            cursor.close()
+    finally:
+        connection.close()  # back to the pool, which ends any transaction the driver began
+
+
 @contextmanager
 def foreign_keys_unchecked() -> Iterator[None]:
     """SQLite transactions that begin within the block do not check foreign keys row by row.
@@ -111,18 +168,162 @@ def foreign_keys_unchecked() -> Iterator[None]:
         _check_foreign_keys.reset(token)
 
 
-# One writing transaction at a time per process on SQLite (see writing()).
-_writer = threading.Lock()
+# The lock file that orders writers across processes, opened once per process (pid, descriptor).
+_writer_file: dict[str, tuple[int, int]] = {}
+
+
+class _Write:
+    """One caller's work waiting for a shared transaction: its result or error once committed,
+    or `lead` when its thread is to write the next group itself."""
+
+    __slots__ = ("done", "error", "lead", "result", "work")
+
+    def __init__(self, work: Callable[[], object]) -> None:
+        self.work = work
+        self.done = threading.Event()
+        self.result: object = None
+        self.error: BaseException | None = None
+        self.lead = False
+
+
+class _GroupCommit:
+    """Short writes from the threads of one process, committed together (see write_together)."""
+
+    def __init__(self) -> None:
+        self._mutex = threading.Lock()
+        self._waiting: list[_Write] = []
+        self._leading = False
+
+    def run(self, work: Callable[[], T]) -> T:
+        write = _Write(work)
+        with self._mutex:
+            self._waiting.append(write)
+            lead = not self._leading
+            self._leading = True
+        if not lead:
+            write.done.wait()
+        if lead or write.lead:
+            try:
+                self._write_group()
+            finally:
+                self._hand_over()
+        if write.error is not None:
+            raise write.error
+        return write.result  # type: ignore[return-value]
+
+    def _take(self) -> list[_Write]:
+        with self._mutex:
+            group, self._waiting = self._waiting, []
+        return group
+
+    def _write_group(self) -> None:
+        """Take the process lock, then every write waiting by then, and commit them. Whatever
+        stops the group as a whole (the lock, a lost connection) is each of its callers' error."""
+        group: list[_Write] = []
+        try:
+            with _process_lock():
+                group = self._take()
+                _commit_group(group)
+        except BaseException as exc:
+            group = group or self._take()
+            for write in group:
+                write.error = write.error or exc
+        finally:
+            for write in group:
+                write.lead = False
+                write.done.set()
+
+    def _hand_over(self) -> None:
+        """The next caller that arrived meanwhile writes the next group; or nobody is leading."""
+        with self._mutex:
+            if self._waiting:
+                following = self._waiting[0]
+                following.lead = True
+                following.done.set()
+            else:
+                self._leading = False
+
+
+def _commit_group(group: list[_Write]) -> None:
+    """Every write of the group in one transaction; if any fails, each again in its own, so that
+    one caller's error (an answer sent twice) is theirs alone."""
+    try:
+        for write in group:
+            write.result = write.work()
+        db.session.commit()
+        return
+    except Exception as exc:
+        db.session.rollback()
+        if len(group) == 1:
+            group[0].error = exc
+            return
+    for write in group:
+        try:
+            write.result = write.work()
+            db.session.commit()
+        except Exception as exc:
+            db.session.rollback()
+            write.error = exc
+
+
+_groups: dict[int, _GroupCommit] = {}
+_groups_lock = threading.Lock()
+
+
+def write_together(work: Callable[[], T]) -> T:
+    """Run `work`, which writes through db.session and does not commit, and commit it; return
+    what it returns, or raise what it raised (nothing of it is then stored).
+
+    On SQLite the writes of concurrent requests in this process are committed together: the
+    first caller writes, and callers that arrive meanwhile wait and go in the next group, written
+    by the first of them. One write lock and one commit then serve several answers, where each
+    answer taking the lock in turn spent most of its time waiting for Python's interpreter lock
+    between its statements while other threads ran. Processes (gunicorn's workers) take turns
+    on an advisory lock on a file beside the database, which hands over at once; SQLite's busy
+    handler would sleep 1, 2, 5, 10 ms... between tries. Writers that do not come through here
+    (imports, commands) still meet on busy_timeout.
+
+    Call it with no transaction under way in db.session. On PostgreSQL, where writers do not
+    block each other, `work` runs and commits on its own."""
+    engine = db.engine
+    if engine.dialect.name != "sqlite":
+        try:
+            result = work()
+            db.session.commit()
+        except BaseException:
+            db.session.rollback()
+            raise
+        return result
+    group = _groups.get(id(engine))
+    if group is None:
+        with _groups_lock:
+            group = _groups.setdefault(id(engine), _GroupCommit())
+    return group.run(work)
 
 
 @contextmanager
-def writing() -> Iterator[None]:
-    """Around a short write transaction that commits or rolls back inside it. On SQLite, the
-    threads of one process queue here for the write lock: a lock that wakes the next one at once,
-    where SQLite's busy handler would sleep 1, 2, 5, 10 ms... between tries. Other processes
-    still wait on busy_timeout. On PostgreSQL it does nothing: writers do not block each other."""
-    if db.engine.dialect.name != "sqlite":
+def _process_lock() -> Iterator[None]:
+    """The cross-process writer lock of this app's SQLite file (none for an in-memory one)."""
+    descriptor = _lock_file(db.engine.url.database or "")
+    if descriptor is None:
         yield
         return
-    with _writer:
+    fcntl.flock(descriptor, fcntl.LOCK_EX)
+    try:
         yield
+    finally:
+        fcntl.flock(descriptor, fcntl.LOCK_UN)
+
+
+def _lock_file(database: str) -> int | None:
+    """This process's descriptor of `<database>-writer`, or None for an in-memory database or
+    where advisory file locks do not exist. Called by the one thread writing a group."""
+    if fcntl is None or not database or database == ":memory:" or database.startswith("file:"):
+        return None
+    opened = _writer_file.get(database)
+    if opened is not None and opened[0] == os.getpid():
+        return opened[1]
+    # A forked worker gets its own descriptor: flock is held per open file, not per process.
+    descriptor = os.open(f"{database}-writer", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    _writer_file[database] = (os.getpid(), descriptor)
+    return descriptor

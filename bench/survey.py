@@ -9,8 +9,9 @@ Both are loaded with wrk in alternating rounds.
 
 - GET: one survey link, opened again and again (the form, as a customer reloading it sees it).
 - POST: every request answers a different invitation (a wrk Lua script walks a list of links,
-  each round its own slice), so each one verifies its link and CSRF token, validates, suggests
-  an outcome and inserts a response. The run checks afterwards how many responses were stored.
+  each round its own slice, and sends each with the CSRF token of that link's form), so each one
+  verifies its link and CSRF token, validates, suggests an outcome and inserts a response. The
+  run checks afterwards how many responses were stored.
 
 Targets (issue 5): GET at least 0.5x and POST at least 0.3x the baseline's requests per second.
 
@@ -92,7 +93,8 @@ BARE_APP = textwrap.dedent(
     '''
 )
 
-# Each wrk thread walks its own interleaved share of the links in links.txt.
+# Each wrk thread walks its own interleaved share of the lines of links.txt: "<link> <csrf token>",
+# the token being the one the link's form carries.
 POST_SCRIPT = textwrap.dedent(
     """\
     local counter = 0
@@ -102,18 +104,23 @@ POST_SCRIPT = textwrap.dedent(
     end
     function init(args)
       links = {}
-      for line in io.lines(args[1]) do links[#links + 1] = line end
+      tokens = {}
+      for line in io.lines(args[1]) do
+        local link, token = line:match("^(%S+) (%S+)$")
+        links[#links + 1] = link
+        tokens[#tokens + 1] = token
+      end
       threads = tonumber(args[2])
       sent = 0
+      answers = args[3]
       wrk.method = "POST"
-      wrk.body = args[3]
       wrk.headers["Content-Type"] = "application/x-www-form-urlencoded"
-      wrk.headers["Cookie"] = args[4]
+      if args[4] ~= "" then wrk.headers["Cookie"] = args[4] end
     end
     function request()
       local index = (sent * threads + id - 1) % #links + 1
       sent = sent + 1
-      return wrk.format(nil, "/s/" .. links[index])
+      return wrk.format(nil, "/s/" .. links[index], nil, answers .. "&csrf_token=" .. tokens[index])
     end
     """
 )
@@ -127,7 +134,7 @@ TOKENS_SCRIPT = textwrap.dedent(
     from app import create_app
     from app.extensions import db
     from app.models import Invitation, Response
-    from app.tokens import make_survey_token
+    from app.tokens import make_form_token, make_survey_token
 
     app = create_app()
     with app.app_context():
@@ -139,7 +146,9 @@ TOKENS_SCRIPT = textwrap.dedent(
         ).all()
         with open(sys.argv[1], "w") as handle:
             for reference, nonce in rows:
-                handle.write(make_survey_token(reference, nonce) + "\\n")
+                link = make_survey_token(reference, nonce)
+                # The CSRF token the link's form carries (bound to the link: app/survey/forms.py).
+                handle.write(f"{link} {make_form_token(link)}\\n")
     """
 )
 
@@ -222,7 +231,9 @@ def get(port: int, path: str, cookie: str = "") -> tuple[int, dict[str, str], by
 def post(port: int, path: str, body: str, cookie: str) -> int:
     conn = http.client.HTTPConnection(HOST, port, timeout=10)
     try:
-        headers = {"Content-Type": "application/x-www-form-urlencoded", "Cookie": cookie}
+        headers = {"Content-Type": "application/x-www-form-urlencoded"}
+        if cookie:
+            headers["Cookie"] = cookie
         conn.request("POST", path, body=body, headers=headers)
         response = conn.getresponse()
         response.read()
@@ -301,8 +312,8 @@ def main() -> int:
         invite_customers(env, work)
         links_file = work / "all-links.txt"
         python(env, TOKENS_SCRIPT, str(links_file))
-        links = links_file.read_text().split()
-        get_link, links = links[0], links[1:]
+        pairs = [line.split(" ") for line in links_file.read_text().splitlines()]
+        get_link, links = pairs[0][0], [f"{link} {token}" for link, token in pairs[1:]]
         print(f"invitations without an answer: {len(links) + 1}")
 
         app_port, bare_port = free_port(), free_port()
@@ -313,17 +324,18 @@ def main() -> int:
         procs.append(start_gunicorn("wsgi:app", ROOT, env, app_port, app_log))
         wait_until_up(procs[-1], app_port, path, app_log)
         status, headers, body = get(app_port, path)
+        # Whatever cookie the form sets goes back with every POST, as a browser would send it.
         cookie = http.cookies.SimpleCookie(headers.get("Set-Cookie", ""))
         session_cookie = "; ".join(f"{key}={morsel.value}" for key, morsel in cookie.items())
-        csrf = re.search(rb'name="csrf_token" type="hidden" value="([^"]+)"', body)
-        if status != 200 or csrf is None or not session_cookie:
+        if status != 200 or b'name="csrf_token"' not in body:
             raise RuntimeError(f"the survey form did not load (status {status})")
-        form_body = urllib.parse.urlencode({"csrf_token": csrf.group(1).decode(), **ANSWERS})
-        # The form as a customer who reloads it sees it (the same session), recorded for the baseline.
+        answers = urllib.parse.urlencode(ANSWERS)
+        # The form as a customer who reloads it sees it, recorded for the baseline.
         body = get(app_port, path, session_cookie)[2]
         (work / "form.html").write_bytes(body)
         (work / "bare_app.py").write_text(BARE_APP)
-        if post(app_port, f"/s/{links[0]}", form_body, session_cookie) != 303:
+        link, token = links[0].split(" ")
+        if post(app_port, f"/s/{link}", f"{answers}&csrf_token={token}", session_cookie) != 303:
             raise RuntimeError("a survey POST did not answer 303")
         links = links[1:]
 
@@ -350,7 +362,7 @@ def main() -> int:
                 f"http://{HOST}:{port}/s/x",
                 seconds,
                 script,
-                [str(slice_file), "2", form_body, session_cookie],
+                [str(slice_file), "2", answers, session_cookie],
             )
 
         for port in (app_port, bare_port):

@@ -11,7 +11,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import joinedload
 
 from app import emails
-from app.database import reading, writing
+from app.database import first_row, write_together
 from app.exceptions import InvalidInput, InvalidLink
 from app.extensions import db
 from app.models import (
@@ -107,9 +107,8 @@ def link_state(token: str) -> LinkState:
     """The state of the invitation behind a survey link, read only (nothing is recorded; see
     open_survey). Every way a link can be bad raises InvalidLink, as in open_survey."""
     reference, nonce = read_survey_token(token)
-    # Outside the ORM session: nothing is loaded or tracked.
-    with reading() as connection:
-        row = connection.execute(_LINK_STATE, {"reference": reference}).first()
+    # Outside the ORM session and SQLAlchemy's execution: nothing is loaded or tracked.
+    row = first_row(_LINK_STATE, {"reference": reference})
     if row is None or row[0] or row[1] != nonce:
         raise InvalidLink("unknown or revoked invitation")
     return LinkState(
@@ -201,8 +200,7 @@ def answer(token: str, answers: Answers, *, now: datetime, edit: bool = False) -
     write transaction, so that on SQLite the write lock is held only for the UPDATE, the INSERT
     and the commit. Every way a link can be bad raises InvalidLink."""
     reference, nonce = read_survey_token(token)
-    with reading() as connection:
-        row = connection.execute(_ANSWER_STATE, {"reference": reference}).first()
+    row = first_row(_ANSWER_STATE, {"reference": reference})
     if row is None or row[1] or row[2] != nonce:
         raise InvalidLink("unknown or revoked invitation")
     invitation_id, email, response_id, editable, cannot_offer = row[0], row[3], row[4], row[5], row[6]
@@ -211,37 +209,37 @@ def answer(token: str, answers: Answers, *, now: datetime, edit: bool = False) -
             submit_response(invitation_id, answers, now=now, edit=True)
         return
     outcome, reason = suggest_outcome(answers, settings.parse_phrases(cannot_offer or ""))
+    values = {"invitation_id": invitation_id, **_columns(answers, outcome, reason, now)}
     try:
-        with writing():
-            _store_answer(invitation_id, email, answers, outcome, reason, now)
+        write_together(lambda: _store_answer(values, email, answers, now))
     except IntegrityError:
         # Answered meanwhile (two tabs, a double click): the first answer stays.
         if response_for(invitation_id) is None:
             raise
 
 
-def _store_answer(
-    invitation_id: int, email: str, answers: Answers, outcome: Outcome, reason: str, now: datetime
-) -> None:
-    """The write of survey.answer: one transaction, committed, or rolled back on any error."""
-    try:
-        # The UPDATE goes first and only touches an invitation that is still open: revoked
-        # between the read and here, nothing is stored.
-        opened = db.session.execute(
-            sa.update(Invitation)
-            .where(Invitation.id == invitation_id, Invitation.revoked.is_(False))
-            .values(answered_at=now, next_reminder_at=None)  # an answer ends the reminders
-        ).rowcount
-        if not opened:
-            raise InvalidLink("revoked invitation")
-        db.session.execute(
-            sa.insert(Response).values(invitation_id=invitation_id, **_columns(answers, outcome, reason, now))
-        )
-        _respect_wishes(email, answers, now)
-        db.session.commit()
-    except BaseException:
-        db.session.rollback()
-        raise
+# The writes of an answer, built once: an invitation still open is marked answered (which ends
+# its reminders), and the response is added.
+_INVITATIONS = Invitation.__table__
+_MARK_ANSWERED = (
+    sa.update(_INVITATIONS)
+    .where(_INVITATIONS.c.id == sa.bindparam("invitation_id"), _INVITATIONS.c.revoked.is_(False))
+    .values(answered_at=sa.bindparam("submitted_at"), next_reminder_at=None)
+)
+_ADD_RESPONSE = sa.insert(Response.__table__)
+
+
+def _store_answer(values: dict, email: str, answers: Answers, now: datetime) -> None:
+    """The writes of survey.answer, for write_together to commit. The UPDATE goes first and only
+    touches an invitation that is still open: revoked between the read and here, nothing is
+    stored."""
+    marked = db.session.execute(
+        _MARK_ANSWERED, {"invitation_id": values["invitation_id"], "submitted_at": values["submitted_at"]}
+    ).rowcount
+    if not marked:
+        raise InvalidLink("revoked invitation")
+    db.session.execute(_ADD_RESPONSE, values)
+    _respect_wishes(email, answers, now)
 
 
 def _columns(answers: Answers, outcome: Outcome, reason: str, now: datetime) -> dict:

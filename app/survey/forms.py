@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 
+from flask import current_app, g, request
 from flask_wtf import FlaskForm
 from wtforms import (
     BooleanField,
@@ -15,8 +16,11 @@ from wtforms import (
     TelField,
     TextAreaField,
 )
-from wtforms.validators import DataRequired, Length, Optional
+from wtforms.csrf.core import CSRF
+from wtforms.validators import DataRequired, Length, Optional, ValidationError
 
+from app import tokens
+from app.exceptions import ExpiredLink, InvalidLink
 from app.models import ContactPreference, Response, StopReason, WouldReturn
 from app.services.survey import MAX_FOLLOW_UP, Answers
 from app.survey import choices
@@ -35,8 +39,56 @@ def _strip_controls(value: str | None) -> str:
     return _CONTROL.sub("", value or "")
 
 
+class LinkCSRF(CSRF):
+    """The survey form's CSRF token, bound to the survey link it was served for rather than to a
+    cookie session.
+
+    On these pages the link itself is what gives the right to answer: whoever holds it can open
+    the form and send it, so a token kept in the session would protect nothing more, and it cost
+    every opening a session cookie to write and sign. The token is signed with the app's keys
+    (SECRET_KEY_FALLBACKS still verify), dated (WTF_CSRF_TIME_LIMIT, as for every other form)
+    and good for its own link only; a page left open too long is refused as before, and the form
+    shows the answers again."""
+
+    def setup_form(self, form):
+        self.link = form.meta.csrf_context
+        return super().setup_form(form)
+
+    def generate_csrf_token(self, csrf_token_field) -> str:
+        return form_token(self.link)
+
+    def validate_csrf_token(self, form, field) -> None:
+        if not field.data:
+            raise ValidationError("The CSRF token is missing.")
+        try:
+            tokens.check_form_token(
+                field.data, self.link, max_age=int(current_app.config["WTF_CSRF_TIME_LIMIT"])
+            )
+        except ExpiredLink as exc:
+            raise ValidationError("The CSRF token has expired.") from exc
+        except InvalidLink as exc:
+            raise ValidationError("The CSRF token is invalid.") from exc
+
+
+def form_token(link: str) -> str:
+    """This request's CSRF token for the form behind `link`: one per request, as Flask-WTF does,
+    so that every rendering of the page in one request carries the same token."""
+    cached = g.get("survey_form_token")
+    if cached is None or cached[0] != link:
+        cached = g.survey_form_token = (link, tokens.make_form_token(link))
+    return cached[1]
+
+
 class SurveyForm(FlaskForm):
     """What would it take to win you back?"""
+
+    class Meta:
+        csrf_class = LinkCSRF
+
+        @property
+        def csrf_context(self) -> str:
+            """The survey link of this request (the URL's token)."""
+            return (request.view_args or {}).get("token", "")
 
     stop_reason = RadioField(
         choices.QUESTION_STOP_REASON,

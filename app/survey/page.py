@@ -15,10 +15,9 @@ from types import SimpleNamespace
 
 import flask_babel
 from flask import current_app, render_template, session, url_for
-from flask_wtf.csrf import generate_csrf
 from markupsafe import escape
 
-from app.survey.forms import SurveyForm
+from app.survey.forms import SurveyForm, form_token
 
 # Random per process, so that no business name or translation can contain one by chance.
 _MARK = secrets.token_hex(12)
@@ -77,7 +76,7 @@ def blank_form(token: str, first_name: str | None, phone: str | None) -> str:
         {
             NAME: str(escape(first_name or "")),
             PHONE: str(escape(phone or "")),
-            CSRF: str(escape(generate_csrf())),
+            CSRF: str(escape(form_token(token))),
             ACTION: str(escape(url_for("survey.submit", token=token))),
         }
     )

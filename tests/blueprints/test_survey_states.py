@@ -225,6 +225,60 @@ def test_triagers_cannot_open_the_settings(client, app):
     assert client.get("/staff/settings/").status_code == 403
 
 
+# --- the form's CSRF token, bound to its link ---------------------------------------------
+
+
+def second_link() -> str:
+    make_customer("grace@example.com", first_name="Grace")
+    campaign, _ = campaigns.create_campaign(name="Second", lapsed_days=180, now=utcnow())
+    other = db.session.scalar(sa.select(Invitation).where(Invitation.campaign_id == campaign.id))
+    return f"/s/{make_survey_token(other.reference, other.nonce)}"
+
+
+def test_opening_the_form_sets_no_cookie(client, survey_url):
+    first, again = client.get(survey_url), client.get(survey_url)  # the template, then the fixed parts
+    assert first.status_code == again.status_code == 200
+    assert "Set-Cookie" not in first.headers
+    assert "Set-Cookie" not in again.headers
+
+
+def test_a_form_token_is_good_for_its_own_link_only(app, client, survey_url):
+    other_url = second_link()
+    other_page = client.get(other_url)
+    reply = client.post(survey_url, data=answers(other_page.data, win_back_text="Kept"))
+    assert reply.status_code == 400
+    assert "This page was open for a long time, so please send it again." in reply.get_data(as_text=True)
+    assert stored_responses() == []
+    assert client.post(other_url, data=answers(other_page.data)).status_code == 303
+
+
+def test_a_form_without_its_token_or_with_a_forged_one_stores_nothing(client, survey_url):
+    page = client.get(survey_url)
+    forged = csrf_token(page.data)[:-4] + ("AAAA" if not csrf_token(page.data).endswith("AAAA") else "BBBB")
+    for token in (None, "", forged):
+        reply = client.post(survey_url, data=answers(page.data, csrf_token=token))
+        assert reply.status_code == 400
+    assert stored_responses() == []
+
+
+def test_a_form_served_before_a_key_rotation_still_posts(app, client, survey_url):
+    page = client.get(survey_url)
+    app.config["SECRET_KEY_FALLBACKS"] = [app.config["SECRET_KEY"]]
+    app.config["SECRET_KEY"] = "a brand new key"
+    assert client.post(survey_url, data=answers(page.data)).status_code == 303
+    assert len(stored_responses()) == 1
+
+
+def test_a_form_signed_with_a_retired_key_is_refused(app, client, invitation):
+    page_url = f"/s/{make_survey_token(invitation.reference, invitation.nonce)}"
+    page = client.get(page_url)
+    app.config["SECRET_KEY"] = "a brand new key"
+    app.config["SECRET_KEY_FALLBACKS"] = []
+    new_url = f"/s/{make_survey_token(invitation.reference, invitation.nonce)}"
+    assert client.post(new_url, data=answers(page.data)).status_code == 400
+    assert stored_responses() == []
+
+
 # --- fresh links for expired ones ------------------------------------------------------------
 
 

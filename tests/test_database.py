@@ -1,0 +1,164 @@
+"""app/database.py: writes committed together (write_together), the writer lock shared by
+processes on SQLite, and one-row reads on the driver's cursor (first_row)."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import threading
+import time
+
+import pytest
+import sqlalchemy as sa
+
+from app import database
+from app.extensions import db
+from app.models import Setting
+
+HOLD_LOCK = """
+import fcntl, os, sys
+descriptor = os.open(sys.argv[1], os.O_RDWR | os.O_CREAT)
+fcntl.flock(descriptor, fcntl.LOCK_EX)
+print("held", flush=True)
+sys.stdin.readline()
+"""
+
+
+def stored_keys() -> set[str]:
+    db.session.rollback()
+    return set(db.session.scalars(sa.select(Setting.key)))
+
+
+def add_setting(key: str, *, fail: bool = False):
+    def work() -> str:
+        db.session.add(Setting(key=key, value="v"))
+        db.session.flush()
+        if fail:
+            raise ValueError(f"{key} refused")
+        return key
+
+    return work
+
+
+def write_in_threads(app, works: list) -> list[tuple[str, object]]:
+    """Each work in a thread of its own (with its own app context), all at once."""
+    outcomes: list[tuple[str, object]] = [("", None)] * len(works)
+
+    def run(index: int, work) -> None:
+        with app.app_context():
+            try:
+                outcomes[index] = ("returned", database.write_together(work))
+            except Exception as exc:
+                outcomes[index] = ("raised", exc)
+
+    threads = [threading.Thread(target=run, args=(index, work)) for index, work in enumerate(works)]
+    for thread in threads:
+        thread.start()
+    return outcomes, threads
+
+
+@pytest.fixture
+def held_writer_lock(app):
+    """Another process holding the SQLite writer lock until the test lets go of it."""
+    if db.engine.dialect.name != "sqlite":
+        pytest.skip("the writer lock is SQLite's")
+    holder = subprocess.Popen(
+        [sys.executable, "-c", HOLD_LOCK, f"{db.engine.url.database}-writer"],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    assert holder.stdout.readline().strip() == "held"
+    yield holder
+    if holder.poll() is None:
+        release(holder)
+
+
+def release(holder) -> None:
+    holder.stdin.close()
+    holder.wait(timeout=10)
+    holder.stdout.close()
+
+
+def wait_for_waiting(count: int) -> None:
+    group = database._groups[id(db.engine)]
+    deadline = time.monotonic() + 10
+    while len(group._waiting) < count:
+        assert time.monotonic() < deadline, f"only {len(group._waiting)} writes queued"
+        time.sleep(0.01)
+
+
+def test_a_write_commits_and_returns_what_its_work_returns(app):
+    assert database.write_together(add_setting("one")) == "one"
+    assert stored_keys() == {"one"}
+
+
+def test_a_failed_write_stores_nothing_and_raises_its_error(app):
+    with pytest.raises(ValueError, match="bad refused"):
+        database.write_together(add_setting("bad", fail=True))
+    assert stored_keys() == set()
+
+
+def test_a_writer_waits_while_another_process_holds_the_lock(app, held_writer_lock):
+    outcomes, threads = write_in_threads(app, [add_setting("late")])
+    threads[0].join(timeout=0.5)
+    assert threads[0].is_alive()  # waiting for the other process
+    assert stored_keys() == set()
+    release(held_writer_lock)
+    threads[0].join(timeout=10)
+    assert outcomes == [("returned", "late")]
+    assert stored_keys() == {"late"}
+
+
+def test_writes_waiting_together_are_committed_in_one_transaction(app, held_writer_lock):
+    commits = []
+
+    def count(connection) -> None:
+        commits.append(connection)
+
+    sa.event.listen(db.engine, "commit", count)
+    try:
+        keys = [f"key-{number}" for number in range(6)]
+        outcomes, threads = write_in_threads(app, [add_setting(key) for key in keys])
+        wait_for_waiting(6)
+        release(held_writer_lock)
+        for thread in threads:
+            thread.join(timeout=10)
+    finally:
+        sa.event.remove(db.engine, "commit", count)
+    assert sorted(outcomes) == sorted(("returned", key) for key in keys)
+    assert len(commits) == 1
+    assert stored_keys() == set(keys)
+
+
+def test_one_failing_write_in_a_group_fails_alone(app, held_writer_lock):
+    works = [add_setting(f"key-{number}") for number in range(5)] + [add_setting("bad", fail=True)]
+    outcomes, threads = write_in_threads(app, works)
+    wait_for_waiting(6)
+    release(held_writer_lock)
+    for thread in threads:
+        thread.join(timeout=10)
+    assert outcomes[:5] == [("returned", f"key-{number}") for number in range(5)]
+    assert outcomes[5][0] == "raised"
+    assert str(outcomes[5][1]) == "bad refused"
+    assert stored_keys() == {f"key-{number}" for number in range(5)}
+
+
+def test_many_threads_writing_at_once_lose_nothing(app):
+    keys = [f"key-{number}" for number in range(40)]
+    outcomes, threads = write_in_threads(app, [add_setting(key) for key in keys])
+    for thread in threads:
+        thread.join(timeout=30)
+    assert sorted(outcomes) == sorted(("returned", key) for key in keys)
+    assert stored_keys() == set(keys)
+
+
+def test_first_row_reads_with_values_bound_in_the_statement_and_by_the_caller(app):
+    db.session.add_all([Setting(key="a", value="first"), Setting(key="b", value="second")])
+    db.session.commit()
+    statement = sa.select(
+        Setting.value,
+        sa.select(Setting.value).where(Setting.key == "b").scalar_subquery(),
+    ).where(Setting.key == sa.bindparam("key"))
+    assert tuple(database.first_row(statement, {"key": "a"})) == ("first", "second")
+    assert database.first_row(statement, {"key": "missing"}) is None
