@@ -9,7 +9,13 @@ import hmac
 from functools import lru_cache
 
 from flask import current_app
-from itsdangerous import BadSignature, SignatureExpired, URLSafeSerializer, URLSafeTimedSerializer
+from itsdangerous import (
+    BadSignature,
+    SignatureExpired,
+    TimestampSigner,
+    URLSafeSerializer,
+    URLSafeTimedSerializer,
+)
 
 from app.exceptions import ExpiredLink, InvalidLink
 
@@ -90,22 +96,27 @@ def _pair(payload: object) -> tuple[str, str]:
 
 
 def make_form_token(link: str) -> str:
-    """The CSRF token of the forms behind one survey link: signed and dated, and bound to the link
-    (a digest of it), so that it is good for that link only (see app/survey/forms.py)."""
-    return _serializer(_keys(), FORM_SALT).dumps(_link_digest(link))
+    """The CSRF token of the forms behind one survey link: a digest of the link, dated and
+    signed, so that it is good for that link only (see app/survey/forms.py)."""
+    return _form_signer(_keys()).sign(_link_digest(link)).decode()
 
 
 def check_form_token(value: str, link: str, *, max_age: int) -> None:
     """Raise ExpiredLink for a form token older than `max_age` seconds, InvalidLink for one that
     does not verify or belongs to another link."""
     try:
-        digest = _serializer(_keys(), FORM_SALT).loads(value, max_age=max_age)
+        digest = _form_signer(_keys()).unsign(value, max_age=max_age)
     except SignatureExpired as exc:
         raise ExpiredLink("form token expired") from exc
     except BadSignature as exc:
         raise InvalidLink("form token does not verify") from exc
-    if not (isinstance(digest, str) and hmac.compare_digest(digest, _link_digest(link))):
+    if not hmac.compare_digest(digest, _link_digest(link).encode()):
         raise InvalidLink("form token belongs to another link")
+
+
+@lru_cache(maxsize=8)
+def _form_signer(keys: tuple[str, ...]) -> TimestampSigner:
+    return TimestampSigner(list(keys), salt=FORM_SALT)
 
 
 def _link_digest(link: str) -> str:

@@ -233,12 +233,13 @@ def _store_answer(values: dict, email: str, answers: Answers, now: datetime) -> 
     """The writes of survey.answer, for write_together to commit. The UPDATE goes first and only
     touches an invitation that is still open: revoked between the read and here, nothing is
     stored."""
-    marked = db.session.execute(
+    connection = db.session.connection()
+    marked = connection.execute(
         _MARK_ANSWERED, {"invitation_id": values["invitation_id"], "submitted_at": values["submitted_at"]}
     ).rowcount
     if not marked:
         raise InvalidLink("revoked invitation")
-    db.session.execute(_ADD_RESPONSE, values)
+    connection.execute(_ADD_RESPONSE, values)
     _respect_wishes(email, answers, now)
 
 

@@ -16,7 +16,7 @@ from wtforms import (
     TelField,
     TextAreaField,
 )
-from wtforms.csrf.core import CSRF
+from wtforms.csrf.core import CSRF, CSRFTokenField
 from wtforms.validators import DataRequired, Length, Optional, ValidationError
 
 from app import tokens
@@ -39,6 +39,26 @@ def _strip_controls(value: str | None) -> str:
     return _CONTROL.sub("", value or "")
 
 
+class LinkTokenField(CSRFTokenField):
+    """The CSRF field, its token made when the page shows it rather than for every form built:
+    a form that is only read and checked (an answer sent) signs nothing."""
+
+    _token: str | None = None
+
+    def process(self, *args, **kwargs) -> None:
+        HiddenField.process(self, *args, **kwargs)  # what CSRFTokenField does, less the token
+
+    @property
+    def current_token(self) -> str:
+        if self._token is None:
+            self._token = self.csrf_impl.generate_csrf_token(self)
+        return self._token
+
+    @current_token.setter
+    def current_token(self, value: str) -> None:
+        self._token = value
+
+
 class LinkCSRF(CSRF):
     """The survey form's CSRF token, bound to the survey link it was served for rather than to a
     cookie session.
@@ -49,6 +69,8 @@ class LinkCSRF(CSRF):
     (SECRET_KEY_FALLBACKS still verify), dated (WTF_CSRF_TIME_LIMIT, as for every other form)
     and good for its own link only; a page left open too long is refused as before, and the form
     shows the answers again."""
+
+    field_class = LinkTokenField
 
     def setup_form(self, form):
         self.link = form.meta.csrf_context

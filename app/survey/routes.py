@@ -38,10 +38,6 @@ def _link_key() -> str:
     return "fresh-link:" + (request.view_args or {}).get("token", "")
 
 
-def _not_fresh_link_request() -> bool:
-    return FRESH_LINK_FIELD not in request.form
-
-
 def render_form(
     form: SurveyForm, invitation: Invitation, token: str, status: int = 200, *, busy: bool = False
 ):
@@ -87,17 +83,23 @@ def show_form(token: str):
     return render_thanks(invitation, response, token)
 
 
+@limiter.limit(_fresh_link_limit)
+@limiter.limit(_per_link_limit, key_func=_link_key)
+def _send_fresh_link(token: str):
+    """The invalid-link page's "Email me a fresh link", rate limited per visitor and per link.
+    The limits sit here rather than on the view, so that answers are not checked against them."""
+    survey.send_fresh_link(token, now=utcnow())
+    return render_template("errors/fresh_link_sent.html")
+
+
 @bp.post("/<token>")
 @csrf.exempt  # the form checks its own CSRF token, so that a stale page keeps the answers typed
-@limiter.limit(_fresh_link_limit, exempt_when=_not_fresh_link_request)
-@limiter.limit(_per_link_limit, key_func=_link_key, exempt_when=_not_fresh_link_request)
 def submit(token: str):
     """Store the answers (once; replaced only by an explicit edit), then thank them.
 
     The invalid-link page's "Email me a fresh link" button posts here too, to the same URL."""
     if FRESH_LINK_FIELD in request.form:
-        survey.send_fresh_link(token, now=utcnow())
-        return render_template("errors/fresh_link_sent.html")
+        return _send_fresh_link(token)
     # The form is checked before the database is touched; the service then reads everything
     # before it writes, so that on SQLite other answers wait for the write lock only briefly.
     form = SurveyForm()
