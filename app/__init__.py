@@ -55,6 +55,7 @@ def register_extensions(app: Flask) -> None:
     from app.extensions import cache, csrf, db, limiter, mail, migrate
     from app.tasks import celery_init_app
 
+    database.engine_options(app)
     db.init_app(app)
     database.init_app(app)
     migrate.init_app(app, db, directory=str(app.root_path + "/../migrations"), render_as_batch=True)

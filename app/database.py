@@ -35,6 +35,16 @@ _check_foreign_keys: ContextVar[bool] = ContextVar("winback_check_foreign_keys",
 _FOREIGN_KEYS_OFF = "winback_foreign_keys_off"  # in a pooled connection's info while they are off
 
 
+def engine_options(app: Flask) -> None:
+    """Before the engine is made: a SQLite file is never dropped by a server, so its pooled
+    connections need no ping before each use (PostgreSQL's keep theirs: a restarted server or a
+    proxy's timeout ends them)."""
+    if app.config["SQLALCHEMY_DATABASE_URI"].startswith("sqlite"):
+        options = dict(app.config.get("SQLALCHEMY_ENGINE_OPTIONS") or {})
+        options["pool_pre_ping"] = False
+        app.config["SQLALCHEMY_ENGINE_OPTIONS"] = options
+
+
 def init_app(app: Flask) -> None:
     """Attach the SQLite connection settings to the app's engine."""
     if not app.config["SQLALCHEMY_DATABASE_URI"].startswith("sqlite"):

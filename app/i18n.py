@@ -12,6 +12,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 
 import flask_babel
+from babel import Locale
 from flask import Flask, g, has_request_context, request
 from flask_babel import Babel
 
@@ -41,16 +42,21 @@ def customer_locale(stored: str | None, default: str | None = DEFAULT_LOCALE) ->
     return supported_locale(stored) or default
 
 
-def select_locale() -> str:
+def select_locale() -> Locale:
     """The customer's locale when a page was opened from their link, else the browser's."""
     chosen = g.get("customer_locale")
     if chosen:
-        return chosen
+        return _LOCALES[chosen]
     if not has_request_context():  # a command or a background task
-        return DEFAULT_LOCALE
+        return _LOCALES[DEFAULT_LOCALE]
     if (request.blueprint or "").split(".")[0] in ENGLISH_ONLY_BLUEPRINTS:
-        return DEFAULT_LOCALE
-    return request.accept_languages.best_match(SUPPORTED_LOCALES) or DEFAULT_LOCALE
+        return _LOCALES[DEFAULT_LOCALE]
+    return _LOCALES[request.accept_languages.best_match(SUPPORTED_LOCALES) or DEFAULT_LOCALE]
+
+
+# Parsed once: Flask-Babel takes a Locale as it is, where a code would be parsed (and Babel's
+# locale data looked up on disk) on every request.
+_LOCALES = {code: Locale.parse(code) for code in SUPPORTED_LOCALES}
 
 
 def use_customer_locale(stored: str | None) -> None:

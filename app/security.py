@@ -73,15 +73,22 @@ def init_app(app: Flask) -> None:
     production = app.config.get("ENV_NAME") == "production"
     policy = content_security_policy(app.config.get("BUSINESS_LOGO_URL") or "")
 
+    fixed = [
+        ("Content-Security-Policy", policy),
+        ("X-Content-Type-Options", "nosniff"),
+        ("Referrer-Policy", "same-origin"),
+        ("X-Frame-Options", "DENY"),
+    ]
+    if production:
+        fixed.append(("Strict-Transport-Security", "max-age=31536000; includeSubDomains"))
+    fixed_names = {name.lower() for name, _ in fixed}
+
     @app.after_request
     def _security_headers(response: Response) -> Response:
         headers = response.headers
-        headers.setdefault("Content-Security-Policy", policy)
-        headers.setdefault("X-Content-Type-Options", "nosniff")
-        headers.setdefault("Referrer-Policy", "same-origin")
-        headers.setdefault("X-Frame-Options", "DENY")
-        if production:
-            headers.setdefault("Strict-Transport-Security", "max-age=31536000; includeSubDomains")
+        # A view may set its own (the brand stylesheet's policy, say): those are kept.
+        present = {name.lower() for name, _ in headers.items()} & fixed_names
+        headers.extend(fixed if not present else [pair for pair in fixed if pair[0].lower() not in present])
         blueprint = (request.blueprint or "").split(".")[0]
         if blueprint in PRIVATE_BLUEPRINTS:
             headers["Cache-Control"] = "no-store"
