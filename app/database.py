@@ -116,27 +116,45 @@ def reading() -> Iterator[sa.Connection]:
         _may_write.reset(token)
 
 
-# SELECTs compiled for a dialect: (statement, dialect name, driver) -> _Compiled.
-_compiled: dict[tuple[sa.Select, str, str], _Compiled] = {}
+# Statements compiled for a dialect: (statement, column keys, dialect name, driver) -> _Compiled.
+_compiled: dict[tuple, _Compiled] = {}
 
 
 class _Compiled:
-    """A SELECT's SQL for one dialect, the values bound in the statement itself, the order of the
-    parameters (for positional drivers) and the driver conversions of the values."""
+    """A statement's SQL for one dialect, the values bound in the statement itself, the names the
+    caller must give, the order of the parameters (for positional drivers) and the driver
+    conversions of the values (dates, enums, booleans)."""
 
-    def __init__(self, statement: sa.Select, dialect: sa.Dialect) -> None:
-        done = statement.compile(dialect=dialect)
+    def __init__(self, statement: sa.Executable, dialect: sa.Dialect, column_keys: tuple[str, ...]) -> None:
+        done = statement.compile(dialect=dialect, column_keys=list(column_keys) or None)
         self.sql = done.string
         self.order = tuple(done.positiontup) if done.positional and done.positiontup else None
         self.processors = dict(done._bind_processors)
-        self.fixed = {name: value for name, value in done.params.items() if value is not None}
+        # Values the caller must give: the statement's own bind parameters, and the columns whose
+        # default SQLAlchemy would compute in Python (not run here; leaving them out would store
+        # NULL).
+        prefetch = [column.key for column in (*done.insert_prefetch, *done.update_prefetch)]
+        self.required = frozenset([*(name for name, bind in done.binds.items() if bind.required), *prefetch])
+        self.fixed = {name: value for name, value in done.params.items() if name not in self.required}
 
     def parameters(self, values: dict[str, object]) -> tuple | dict:
+        missing = self.required - values.keys()
+        if missing:
+            raise KeyError(f"no value for {', '.join(sorted(missing))}")
         merged = {**self.fixed, **values}
         for name, process in self.processors.items():
             if name in merged:
                 merged[name] = process(merged[name])
         return tuple(merged[name] for name in self.order) if self.order is not None else merged
+
+
+def _compile(statement: sa.Executable, column_keys: tuple[str, ...] = ()) -> _Compiled:
+    dialect = db.engine.dialect
+    key = (statement, column_keys, dialect.name, dialect.driver)
+    compiled = _compiled.get(key)
+    if compiled is None:
+        compiled = _compiled[key] = _Compiled(statement, dialect, column_keys)
+    return compiled
 
 
 def first_row(statement: sa.Select, values: dict[str, object]) -> tuple | None:
@@ -146,13 +164,8 @@ def first_row(statement: sa.Select, values: dict[str, object]) -> tuple | None:
     go to the driver as bound parameters, and the row comes back as the driver gives it (no
     type conversion: select plain columns and comparisons). On SQLite the SELECT runs on its
     own, which is its own read transaction, and never takes the write lock."""
-    engine = db.engine
-    dialect = engine.dialect
-    key = (statement, dialect.name, dialect.driver)
-    compiled = _compiled.get(key)
-    if compiled is None:
-        compiled = _compiled[key] = _Compiled(statement, dialect)
-    connection = engine.raw_connection()
+    compiled = _compile(statement)
+    connection = db.engine.raw_connection()
     try:
         cursor = connection.cursor()
         try:
@@ -188,7 +201,7 @@ class _Write:
 
     __slots__ = ("done", "error", "lead", "result", "work")
 
-    def __init__(self, work: Callable[[], object]) -> None:
+    def __init__(self, work: Callable[[Writes], object]) -> None:
         self.work = work
         self.done = threading.Event()
         self.result: object = None
@@ -204,7 +217,7 @@ class _GroupCommit:
         self._waiting: list[_Write] = []
         self._leading = False
 
-    def run(self, work: Callable[[], T]) -> T:
+    def run(self, work: Callable[[Writes], T]) -> T:
         write = _Write(work)
         with self._mutex:
             self._waiting.append(write)
@@ -254,56 +267,100 @@ class _GroupCommit:
                 self._leading = False
 
 
+_inserts: dict[sa.Table, sa.Insert] = {}  # one INSERT per table, so that its compilations are kept
+
+
+class Writes:
+    """What a write_together work is given: statements run on the driver's cursor, inside the
+    transaction the work shares with the rest of its group."""
+
+    def __init__(self, cursor) -> None:
+        self._cursor = cursor
+
+    def execute(self, statement: sa.Executable, values: dict[str, object]) -> int:
+        """Run a Core UPDATE or DELETE with these values; the number of rows it touched."""
+        return self._run(_compile(statement), values)
+
+    def insert(self, table: sa.Table, values: dict[str, object]) -> int:
+        """Insert one row of `table` with these column values (and no Python-side defaults)."""
+        statement = _inserts.get(table)
+        if statement is None:
+            statement = _inserts.setdefault(table, sa.insert(table))
+        return self._run(_compile(statement, tuple(values)), values)
+
+    def _run(self, compiled: _Compiled, values: dict[str, object]) -> int:
+        self._cursor.execute(compiled.sql, compiled.parameters(values))
+        return self._cursor.rowcount
+
+
 def _commit_group(group: list[_Write]) -> None:
     """Every write of the group in one transaction; if any fails, each again in its own, so that
     one caller's error (an answer sent twice) is theirs alone."""
+    connection = db.engine.raw_connection()
     try:
-        for write in group:
-            write.result = write.work()
-        db.session.commit()
-        return
-    except Exception as exc:
-        db.session.rollback()
-        if len(group) == 1:
-            group[0].error = exc
-            return
-    for write in group:
+        cursor = connection.cursor()
         try:
-            write.result = write.work()
-            db.session.commit()
-        except Exception as exc:
-            db.session.rollback()
-            write.error = exc
+            if _group_transaction(connection, cursor, group, alone=len(group) == 1):
+                return
+            for write in group:
+                _group_transaction(connection, cursor, [write], alone=True)
+        finally:
+            cursor.close()
+    finally:
+        connection.close()  # back to the pool
+
+
+def _group_transaction(connection, cursor, group: list[_Write], *, alone: bool) -> bool:
+    """The group's works in one transaction, committed; False if one failed (all rolled back).
+    With `alone`, the failure is the write's own error."""
+    dialect = db.engine.dialect
+    writes = Writes(cursor)
+    try:
+        try:
+            if dialect.name == "sqlite":
+                if connection.info.get(_FOREIGN_KEYS_OFF):  # lent to a bulk load before
+                    cursor.execute("PRAGMA foreign_keys = ON")
+                    connection.info[_FOREIGN_KEYS_OFF] = False
+                cursor.execute("BEGIN IMMEDIATE")
+            for write in group:
+                write.result = write.work(writes)
+            connection.commit()
+        except dialect.loaded_dbapi.Error as exc:
+            # As SQLAlchemy would raise it (IntegrityError, OperationalError...), for the callers.
+            raise sa.exc.DBAPIError.instance(None, None, exc, dialect.loaded_dbapi.Error) from exc
+        return True
+    except Exception as exc:
+        connection.rollback()
+        if alone:
+            group[0].error = exc
+        return False
 
 
 _groups: dict[int, _GroupCommit] = {}
 _groups_lock = threading.Lock()
 
 
-def write_together(work: Callable[[], T]) -> T:
-    """Run `work`, which writes through db.session and does not commit, and commit it; return
-    what it returns, or raise what it raised (nothing of it is then stored).
+def write_together(work: Callable[[Writes], T]) -> T:
+    """Run `work`, which writes through the Writes it is given, and commit it; return what it
+    returns, or raise what it raised (nothing of it is then stored).
 
     On SQLite the writes of concurrent requests in this process are committed together: the
     first caller writes, and callers that arrive meanwhile wait and go in the next group, written
     by the first of them. One write lock and one commit then serve several answers, where each
     answer taking the lock in turn spent most of its time waiting for Python's interpreter lock
     between its statements while other threads ran. Processes (gunicorn's workers) take turns
-    on an advisory lock on a file beside the database, which hands over at once; SQLite's busy
-    handler would sleep 1, 2, 5, 10 ms... between tries. Writers that do not come through here
-    (imports, commands) still meet on busy_timeout.
-
-    Call it with no transaction under way in db.session. On PostgreSQL, where writers do not
-    block each other, `work` runs and commits on its own."""
+    on an advisory lock on a file beside the database, which hands over at once; SQLite's own
+    busy handler would sleep 1, 2, 5, 10 ms... between tries. Writers that do not come through
+    here (imports, commands) still meet on busy_timeout. The statements run on the driver's
+    cursor, outside the ORM session, which this leaves alone. On PostgreSQL, where writers do
+    not block each other, each work runs in a transaction of its own."""
     engine = db.engine
     if engine.dialect.name != "sqlite":
-        try:
-            result = work()
-            db.session.commit()
-        except BaseException:
-            db.session.rollback()
-            raise
-        return result
+        write = _Write(work)
+        _commit_group([write])
+        if write.error is not None:
+            raise write.error
+        return write.result  # type: ignore[return-value]
     group = _groups.get(id(engine))
     if group is None:
         with _groups_lock:

@@ -13,7 +13,7 @@ import sqlalchemy as sa
 
 from app import database
 from app.extensions import db
-from app.models import Setting
+from app.models import Setting, utcnow
 
 HOLD_LOCK = """
 import fcntl, os, sys
@@ -30,9 +30,8 @@ def stored_keys() -> set[str]:
 
 
 def add_setting(key: str, *, fail: bool = False):
-    def work() -> str:
-        db.session.add(Setting(key=key, value="v"))
-        db.session.flush()
+    def work(writes: database.Writes) -> str:
+        writes.insert(Setting.__table__, {"key": key, "value": "v", "updated_at": utcnow()})
         if fail:
             raise ValueError(f"{key} refused")
         return key
@@ -111,12 +110,12 @@ def test_a_writer_waits_while_another_process_holds_the_lock(app, held_writer_lo
 
 
 def test_writes_waiting_together_are_committed_in_one_transaction(app, held_writer_lock):
-    commits = []
+    checkouts = []  # every group takes one connection from the pool
 
-    def count(connection) -> None:
-        commits.append(connection)
+    def count(*_args) -> None:
+        checkouts.append(1)
 
-    sa.event.listen(db.engine, "commit", count)
+    sa.event.listen(db.engine, "checkout", count)
     try:
         keys = [f"key-{number}" for number in range(6)]
         outcomes, threads = write_in_threads(app, [add_setting(key) for key in keys])
@@ -125,9 +124,9 @@ def test_writes_waiting_together_are_committed_in_one_transaction(app, held_writ
         for thread in threads:
             thread.join(timeout=10)
     finally:
-        sa.event.remove(db.engine, "commit", count)
+        sa.event.remove(db.engine, "checkout", count)
     assert sorted(outcomes) == sorted(("returned", key) for key in keys)
-    assert len(commits) == 1
+    assert len(checkouts) == 1
     assert stored_keys() == set(keys)
 
 
@@ -151,6 +150,38 @@ def test_many_threads_writing_at_once_lose_nothing(app):
         thread.join(timeout=30)
     assert sorted(outcomes) == sorted(("returned", key) for key in keys)
     assert stored_keys() == set(keys)
+
+
+def test_a_key_written_twice_raises_sqlalchemys_integrity_error_and_keeps_the_first(app):
+    database.write_together(add_setting("twice"))
+    with pytest.raises(sa.exc.IntegrityError):
+        database.write_together(add_setting("twice"))
+    assert stored_keys() == {"twice"}
+
+
+def test_an_update_counts_the_rows_it_touched(app):
+    database.write_together(add_setting("counted"))
+    statement = (
+        sa.update(Setting.__table__)
+        .where(Setting.__table__.c.key == sa.bindparam("wanted"))
+        .values(value=sa.bindparam("new_value"), updated_at=sa.bindparam("now"))
+    )
+
+    def change(values: dict):
+        return lambda writes: writes.execute(statement, values)
+
+    assert database.write_together(change({"wanted": "counted", "new_value": "x", "now": utcnow()})) == 1
+    assert database.write_together(change({"wanted": "none", "new_value": "x", "now": utcnow()})) == 0
+    with pytest.raises(KeyError, match="new_value"):
+        database.write_together(change({"wanted": "counted", "now": utcnow()}))
+    db.session.rollback()
+    assert db.session.get(Setting, "counted").value == "x"
+
+
+def test_a_column_with_a_python_side_default_must_be_given(app):
+    with pytest.raises(KeyError, match="updated_at"):
+        database.write_together(lambda writes: writes.insert(Setting.__table__, {"key": "k", "value": "v"}))
+    assert stored_keys() == set()
 
 
 def test_first_row_reads_with_values_bound_in_the_statement_and_by_the_caller(app):

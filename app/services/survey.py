@@ -11,7 +11,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import joinedload
 
 from app import emails
-from app.database import first_row, write_together
+from app.database import Writes, first_row, write_together
 from app.exceptions import InvalidInput, InvalidLink
 from app.extensions import db
 from app.models import (
@@ -176,19 +176,17 @@ def submit_response(invitation_id: int, answers: Answers, *, now: datetime, edit
     return response
 
 
-# Everything an answer needs to know, in one row: the link, the address, any earlier answer and
+# Everything an answer needs to know, in one row: the link, any earlier answer and
 # the staff's list of things the business cannot offer.
 _ANSWER_STATE = (
     sa.select(
         Invitation.id,
         Invitation.revoked,
         Invitation.nonce,
-        Customer.email,
         Response.id,
         Response.outcome.is_(None) & Response.triaged_at.is_(None),
         sa.select(Setting.value).where(Setting.key == settings.UNFEASIBLE_LIST).scalar_subquery(),
     )
-    .join(Customer, Customer.id == Invitation.customer_id)
     .outerjoin(Response, Response.invitation_id == Invitation.id)
     .where(Invitation.reference == sa.bindparam("reference"))
 )
@@ -203,15 +201,20 @@ def answer(token: str, answers: Answers, *, now: datetime, edit: bool = False) -
     row = first_row(_ANSWER_STATE, {"reference": reference})
     if row is None or row[1] or row[2] != nonce:
         raise InvalidLink("unknown or revoked invitation")
-    invitation_id, email, response_id, editable, cannot_offer = row[0], row[3], row[4], row[5], row[6]
+    invitation_id, response_id, editable, cannot_offer = row[0], row[3], row[4], row[5]
     if response_id is not None:
         if edit and editable:
             submit_response(invitation_id, answers, now=now, edit=True)
         return
+    if _suppresses(answers):
+        # "No, never" and "Please don't contact me" (a few answers in many): stored with the
+        # suppression they bring, in one transaction through the ORM.
+        submit_response(invitation_id, answers, now=now)
+        return
     outcome, reason = suggest_outcome(answers, settings.parse_phrases(cannot_offer or ""))
-    values = {"invitation_id": invitation_id, **_columns(answers, outcome, reason, now)}
+    values = {"invitation_id": invitation_id, "follow_up_text": "", **_columns(answers, outcome, reason, now)}
     try:
-        write_together(lambda: _store_answer(values, email, answers, now))
+        write_together(lambda writes: _store_answer(writes, values))
     except IntegrityError:
         # Answered meanwhile (two tabs, a double click): the first answer stays.
         if response_for(invitation_id) is None:
@@ -226,21 +229,23 @@ _MARK_ANSWERED = (
     .where(_INVITATIONS.c.id == sa.bindparam("invitation_id"), _INVITATIONS.c.revoked.is_(False))
     .values(answered_at=sa.bindparam("submitted_at"), next_reminder_at=None)
 )
-_ADD_RESPONSE = sa.insert(Response.__table__)
 
 
-def _store_answer(values: dict, email: str, answers: Answers, now: datetime) -> None:
+def _store_answer(writes: Writes, values: dict) -> None:
     """The writes of survey.answer, for write_together to commit. The UPDATE goes first and only
     touches an invitation that is still open: revoked between the read and here, nothing is
     stored."""
-    connection = db.session.connection()
-    marked = connection.execute(
+    marked = writes.execute(
         _MARK_ANSWERED, {"invitation_id": values["invitation_id"], "submitted_at": values["submitted_at"]}
-    ).rowcount
+    )
     if not marked:
         raise InvalidLink("revoked invitation")
-    connection.execute(_ADD_RESPONSE, values)
-    _respect_wishes(email, answers, now)
+    writes.insert(Response.__table__, values)
+
+
+def _suppresses(answers: Answers) -> bool:
+    """Whether these answers put the address on the suppression list (see _respect_wishes)."""
+    return answers.would_return == WouldReturn.NEVER or answers.contact_via == ContactPreference.NONE
 
 
 def _columns(answers: Answers, outcome: Outcome, reason: str, now: datetime) -> dict:

@@ -79,6 +79,7 @@ def test_an_answer_from_the_link_ends_the_invitations_reminders(invitation):
 
 def test_an_edit_replaces_untriaged_answers(invitation):
     survey.answer(token_of(invitation), make_answers(), now=utcnow())
+    db.session.commit()  # a new request: no read snapshot from before the answer
     survey.answer(token_of(invitation), make_answers(win_back_text="Changed"), now=utcnow(), edit=True)
     (stored,) = responses()
     assert stored.win_back_text == "Changed"
