@@ -11,11 +11,35 @@ from werkzeug.middleware.proxy_fix import ProxyFix
 from config import Config, load_config
 
 
+class Winback(Flask):
+    """Flask, remembering which hooks and views are plain functions: Flask asks for each of them
+    on every request (about ten times) whether it is a coroutine function."""
+
+    _plain_limit = 4096
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._plain: set[Any] = set()
+
+    def ensure_sync(self, func: Any) -> Any:
+        try:
+            if func in self._plain:
+                return func
+        except TypeError:  # an unhashable callable: asked every time, as Flask does
+            return super().ensure_sync(func)
+        synced = super().ensure_sync(func)
+        if synced is func:
+            if len(self._plain) >= self._plain_limit:  # functions made afresh each time
+                self._plain.clear()
+            self._plain.add(func)
+        return synced
+
+
 def create_app(config_class: type[Config] | None = None, **overrides: Any) -> Flask:
     """Build the app: configuration, extensions, blueprints, error pages and commands."""
     config_class = config_class or load_config()
     config_class.finalise()
-    app = Flask(
+    app = Winback(
         __name__,
         instance_path=config_class.INSTANCE_PATH,
         template_folder="../templates",

@@ -99,3 +99,28 @@ def test_behind_a_proxy_the_visitors_address_is_used(tmp_path):
 
     app.test_client().get("/_probe", headers={"X-Forwarded-For": "203.0.113.9"})
     assert seen["address"] == "203.0.113.9"
+
+
+def test_plain_hooks_are_remembered_and_coroutines_still_go_through_flask(app):
+    def plain():
+        return "plain"
+
+    assert app.ensure_sync(plain) is plain
+    assert plain in app._plain
+
+    async def coroutine():
+        return "async"
+
+    # Never remembered as plain: Flask wants its async extra for it, which the app does not use.
+    with pytest.raises(RuntimeError, match="async"):
+        app.ensure_sync(coroutine)
+    assert coroutine not in app._plain
+
+    class Unhashable:
+        __hash__ = None
+
+        def __call__(self):
+            return "called"
+
+    unhashable = Unhashable()
+    assert app.ensure_sync(unhashable) is unhashable
