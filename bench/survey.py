@@ -17,7 +17,7 @@ Targets (issue 5): GET at least 0.5x and POST at least 0.3x the baseline's reque
 
 Environment knobs: ``BENCH_ROUNDS`` (default 3), ``BENCH_SECONDS`` per round (default 5),
 ``BENCH_CONNECTIONS`` (default 16), ``BENCH_WORKERS`` (default 2), ``BENCH_THREADS`` (default 4),
-``SURVEY_INVITATIONS`` (default 20000), ``BENCH_DATABASE_URL`` (a PostgreSQL server, e.g.
+``SURVEY_INVITATIONS`` (default 40000), ``BENCH_DATABASE_URL`` (a PostgreSQL server, e.g.
 ``postgresql://postgres@127.0.0.1:5432/postgres``: the run then works in a database of its own,
 created and dropped there, instead of SQLite).
 """
@@ -57,7 +57,7 @@ from public_page import (
     to_ms,
 )
 
-INVITATIONS = int(os.environ.get("SURVEY_INVITATIONS", "20000"))
+INVITATIONS = int(os.environ.get("SURVEY_INVITATIONS", "40000"))
 ANSWERS = {
     "stop_reason": "price",
     "win_back_text": "A loyalty discount would bring me back.",
