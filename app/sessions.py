@@ -3,12 +3,14 @@
 Flask builds a new itsdangerous serializer for every request when it opens the session and again
 when it saves it; building one encodes a test value to learn the serializer's kind. Here the
 serializer is kept and rebuilt only when SECRET_KEY or SECRET_KEY_FALLBACKS change, so key
-rotation works as before. The cookie's format, signing and checks are Flask's own."""
+rotation works as before. An empty session that nothing changed (a survey page, which sets no
+cookie) is done with before the cookie's settings are looked up. The cookie's format, signing
+and checks are Flask's own."""
 
 from __future__ import annotations
 
-from flask import Flask
-from flask.sessions import SecureCookieSessionInterface
+from flask import Flask, Response
+from flask.sessions import SecureCookieSessionInterface, SessionMixin
 from itsdangerous import URLSafeTimedSerializer
 
 
@@ -29,3 +31,10 @@ class CookieSessions(SecureCookieSessionInterface):
         if serializer is not None:
             self._cached = (keys, serializer)
         return serializer
+
+    def save_session(self, app: Flask, session: SessionMixin, response: Response) -> None:
+        if not session and not session.modified:  # what Flask does then, without the look-ups
+            if session.accessed:
+                response.vary.add("Cookie")
+            return
+        super().save_session(app, session, response)

@@ -10,11 +10,12 @@ answers or errors, and pages with flashed messages, are still rendered by the te
 
 from __future__ import annotations
 
+import re
 import secrets
 from types import SimpleNamespace
 
 import flask_babel
-from flask import current_app, render_template, session, url_for
+from flask import current_app, render_template, request, session, url_for
 from markupsafe import escape
 
 from app.survey.forms import SurveyForm, form_token
@@ -29,6 +30,7 @@ ACTION = f"wbaction{_MARK}"
 SLOTS = (NAME, PHONE, CSRF, ACTION)
 
 EXTENSION_KEY = "winback_survey_form_pages"
+ACTIONS_KEY = "winback_survey_form_actions"
 
 
 class FormPage:
@@ -77,9 +79,28 @@ def blank_form(token: str, first_name: str | None, phone: str | None) -> str:
             NAME: str(escape(first_name or "")),
             PHONE: str(escape(phone or "")),
             CSRF: str(escape(form_token(token))),
-            ACTION: str(escape(url_for("survey.submit", token=token))),
+            ACTION: str(escape(_action(token))),
         }
     )
+
+
+# What a survey token may hold (itsdangerous's URL-safe alphabet and its separator): such a token
+# stands in a URL as it is, with no quoting.
+_URL_SAFE = re.compile(r"[A-Za-z0-9_\-.]+")
+
+
+def _action(token: str) -> str:
+    """url_for("survey.submit", token=token), from the URL made once per app and script root
+    (the folder the app is served from) with the token put in its place."""
+    if not _URL_SAFE.fullmatch(token):
+        return url_for("survey.submit", token=token)
+    app = current_app._get_current_object()  # type: ignore[attr-defined]
+    actions: dict[str, tuple[str, str]] = app.extensions.setdefault(ACTIONS_KEY, {})
+    parts = actions.get(request.script_root)
+    if parts is None:
+        before, _, after = url_for("survey.submit", token=TOKEN).partition(TOKEN)
+        parts = actions[request.script_root] = (before, after)
+    return parts[0] + token + parts[1]
 
 
 def _render_with_slots(greeted: bool) -> str:

@@ -7,7 +7,7 @@ import re
 
 import pytest
 import sqlalchemy as sa
-from flask import render_template
+from flask import render_template, url_for
 
 from app import i18n
 from app.extensions import db
@@ -83,3 +83,11 @@ def test_flashed_messages_are_still_shown_by_the_template(client, app):
         session["_flashes"] = [("info", "A message for you")]
     assert b"A message for you" in client.get(url).data
     assert b"A message for you" not in client.get(url).data
+
+
+@pytest.mark.parametrize("script_root", ["", "/shop", "/winback/app"])
+@pytest.mark.parametrize("token", ["abc.DEF-123_x", "with space", "caf\u00e9"])
+def test_the_form_action_is_the_url_flask_builds(app, script_root, token):
+    for _ in range(2):  # made, then from the parts kept for this script root
+        with app.test_request_context(f"/s/{token}", environ_base={"SCRIPT_NAME": script_root}):
+            assert page._action(token) == url_for("survey.submit", token=token)
