@@ -294,25 +294,31 @@ class Writes:
 
 
 def _commit_group(group: list[_Write]) -> None:
-    """Every write of the group in one transaction; if any fails, each again in its own, so that
-    one caller's error (an answer sent twice) is theirs alone."""
+    """Every write of the group in one transaction. If a write fails, each is written again in a
+    transaction of its own, so that one caller's error (an answer sent twice) is theirs alone;
+    if the database itself fails (busy past its timeout, gone), every caller hears of it at once
+    rather than each waiting out the timeout again."""
     connection = db.engine.raw_connection()
     try:
         cursor = connection.cursor()
         try:
-            if _group_transaction(connection, cursor, group, alone=len(group) == 1):
+            failure = _group_transaction(connection, cursor, group)
+            if failure is None:
+                return
+            if len(group) == 1 or isinstance(failure, sa.exc.OperationalError):
+                for write in group:
+                    write.error = failure
                 return
             for write in group:
-                _group_transaction(connection, cursor, [write], alone=True)
+                write.error = _group_transaction(connection, cursor, [write])
         finally:
             cursor.close()
     finally:
         connection.close()  # back to the pool
 
 
-def _group_transaction(connection, cursor, group: list[_Write], *, alone: bool) -> bool:
-    """The group's works in one transaction, committed; False if one failed (all rolled back).
-    With `alone`, the failure is the write's own error."""
+def _group_transaction(connection, cursor, group: list[_Write]) -> Exception | None:
+    """The group's works in one transaction, committed; or what stopped it (all rolled back)."""
     dialect = db.engine.dialect
     writes = Writes(cursor)
     try:
@@ -328,12 +334,10 @@ def _group_transaction(connection, cursor, group: list[_Write], *, alone: bool) 
         except dialect.loaded_dbapi.Error as exc:
             # As SQLAlchemy would raise it (IntegrityError, OperationalError...), for the callers.
             raise sa.exc.DBAPIError.instance(None, None, exc, dialect.loaded_dbapi.Error) from exc
-        return True
+        return None
     except Exception as exc:
         connection.rollback()
-        if alone:
-            group[0].error = exc
-        return False
+        return exc
 
 
 _groups: dict[int, _GroupCommit] = {}

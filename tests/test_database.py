@@ -3,6 +3,7 @@ processes on SQLite, and one-row reads on the driver's cursor (first_row)."""
 
 from __future__ import annotations
 
+import sqlite3
 import subprocess
 import sys
 import threading
@@ -12,8 +13,10 @@ import pytest
 import sqlalchemy as sa
 
 from app import database
+from app.database import set_write_intent
 from app.extensions import db
 from app.models import Setting, utcnow
+from tests.conftest import make_app
 
 HOLD_LOCK = """
 import fcntl, os, sys
@@ -56,11 +59,8 @@ def write_in_threads(app, works: list) -> list[tuple[str, object]]:
     return outcomes, threads
 
 
-@pytest.fixture
-def held_writer_lock(app):
-    """Another process holding the SQLite writer lock until the test lets go of it."""
-    if db.engine.dialect.name != "sqlite":
-        pytest.skip("the writer lock is SQLite's")
+def hold_writer_lock() -> subprocess.Popen:
+    """Another process holding the SQLite writer lock of the current app until released."""
     holder = subprocess.Popen(
         [sys.executable, "-c", HOLD_LOCK, f"{db.engine.url.database}-writer"],
         stdin=subprocess.PIPE,
@@ -68,6 +68,15 @@ def held_writer_lock(app):
         text=True,
     )
     assert holder.stdout.readline().strip() == "held"
+    return holder
+
+
+@pytest.fixture
+def held_writer_lock(app):
+    """Another process holding the SQLite writer lock until the test lets go of it."""
+    if db.engine.dialect.name != "sqlite":
+        pytest.skip("the writer lock is SQLite's")
+    holder = hold_writer_lock()
     yield holder
     if holder.poll() is None:
         release(holder)
@@ -150,6 +159,45 @@ def test_many_threads_writing_at_once_lose_nothing(app):
         thread.join(timeout=30)
     assert sorted(outcomes) == sorted(("returned", key) for key in keys)
     assert stored_keys() == set(keys)
+
+
+@pytest.fixture
+def impatient_app(database, tmp_path, smtp_server):
+    """SQLite with a busy timeout of 300 ms."""
+    if database["name"] != "sqlite":
+        pytest.skip("SQLite's busy timeout")
+    app = make_app(database, tmp_path, smtp_server.port, SQLITE_BUSY_TIMEOUT_MS=300)
+    with app.app_context():
+        db.create_all()
+        set_write_intent(False)
+        yield app
+        set_write_intent(True)
+        db.session.remove()
+        db.engine.dispose()
+
+
+def test_a_busy_database_fails_the_whole_group_at_once(impatient_app):
+    app = impatient_app
+    held_writer_lock = hold_writer_lock()
+    import_lock = sqlite3.connect(db.engine.url.database)  # a long import, say
+    import_lock.execute("BEGIN IMMEDIATE")
+    try:
+        outcomes, threads = write_in_threads(app, [add_setting(f"key-{number}") for number in range(4)])
+        wait_for_waiting(4)
+        started = time.monotonic()
+        release(held_writer_lock)
+        for thread in threads:
+            thread.join(timeout=30)
+        took = time.monotonic() - started
+    finally:
+        import_lock.rollback()
+        import_lock.close()
+        if held_writer_lock.poll() is None:
+            release(held_writer_lock)
+    assert all(kind == "raised" and isinstance(error, sa.exc.OperationalError) for kind, error in outcomes)
+    # One wait for the lock, not one per answer (4 x 300 ms) on top of it.
+    assert took < 1.0
+    assert stored_keys() == set()
 
 
 def test_a_key_written_twice_raises_sqlalchemys_integrity_error_and_keeps_the_first(app):
