@@ -3,6 +3,7 @@ CLI runner, logged-in staff, and a real SMTP server on loopback."""
 
 from __future__ import annotations
 
+import contextlib
 import contextvars
 import os
 import re
@@ -188,10 +189,9 @@ def empty_tables() -> None:
     db.session.commit()
 
 
-@pytest.fixture
-def app(database, tmp_path, smtp_server):
-    """The app with empty tables; an application context is pushed for the test."""
-    app = make_app(database, tmp_path, smtp_server.port)
+@contextlib.contextmanager
+def tables_for(app, database: dict):
+    """The app's tables made, and an application context pushed, for one test; emptied after."""
     with app.app_context():
         db.create_all()
         # The test's own reads must not hold SQLite's write lock while the app handles requests.
@@ -203,6 +203,13 @@ def app(database, tmp_path, smtp_server):
             empty_tables()
             db.session.remove()
         db.engine.dispose()
+
+
+@pytest.fixture
+def app(database, tmp_path, smtp_server):
+    """The app with empty tables; an application context is pushed for the test."""
+    with tables_for(make_app(database, tmp_path, smtp_server.port), database) as app:
+        yield app
 
 
 @pytest.fixture

@@ -13,10 +13,9 @@ import pytest
 import sqlalchemy as sa
 
 from app import database
-from app.database import set_write_intent
 from app.extensions import db
 from app.models import Setting, utcnow
-from tests.conftest import make_app
+from tests.conftest import make_app, tables_for
 
 HOLD_LOCK = """
 import fcntl, os, sys
@@ -166,14 +165,10 @@ def impatient_app(database, tmp_path, smtp_server):
     """SQLite with a busy timeout of 300 ms."""
     if database["name"] != "sqlite":
         pytest.skip("SQLite's busy timeout")
-    app = make_app(database, tmp_path, smtp_server.port, SQLITE_BUSY_TIMEOUT_MS=300)
-    with app.app_context():
-        db.create_all()
-        set_write_intent(False)
+    with tables_for(
+        make_app(database, tmp_path, smtp_server.port, SQLITE_BUSY_TIMEOUT_MS=300), database
+    ) as app:
         yield app
-        set_write_intent(True)
-        db.session.remove()
-        db.engine.dispose()
 
 
 def test_a_busy_database_fails_the_whole_group_at_once(impatient_app):

@@ -10,11 +10,11 @@ from datetime import timedelta
 import pytest
 import sqlalchemy as sa
 
-from app.database import set_write_intent, write_intent
+from app.database import write_intent
 from app.extensions import db
 from app.models import Customer, utcnow
 from app.services import scoring
-from tests.conftest import empty_tables, make_app
+from tests.conftest import make_app, tables_for
 from tests.factories import make_customer
 
 CUSTOMERS = 150_000
@@ -113,16 +113,8 @@ def impatient_app(database, tmp_path, smtp_server, monkeypatch):
     recompute's write slices scaled down to match."""
     monkeypatch.setattr(scoring, "WRITE_SLICE", 0.05)
     app = make_app(database, tmp_path, smtp_server.port, SQLITE_BUSY_TIMEOUT_MS=BUSY_TIMEOUT_MS)
-    with app.app_context():
-        db.create_all()
-        set_write_intent(False)
+    with tables_for(app, database):
         yield app
-        set_write_intent(True)
-        db.session.remove()
-        if database["name"] == "postgresql":
-            empty_tables()
-            db.session.remove()
-        db.engine.dispose()
 
 
 def test_other_writers_get_in_between_chunks_and_lose_nothing(impatient_app):
