@@ -104,18 +104,6 @@ def write_intent(may_write: bool) -> Iterator[None]:
         _may_write.reset(token)
 
 
-@contextmanager
-def reading() -> Iterator[sa.Connection]:
-    """A connection of its own, outside the ORM session, for reads: on SQLite its transaction
-    never takes the write lock, even in a POST, so readers do not queue behind writers."""
-    token = _may_write.set(False)
-    try:
-        with db.engine.connect() as connection:
-            yield connection
-    finally:
-        _may_write.reset(token)
-
-
 # Statements compiled for a dialect: (statement, column keys, dialect name, driver) -> _Compiled.
 _compiled: dict[tuple, _Compiled] = {}
 

@@ -953,6 +953,17 @@ def _may_send(job: _Job, keys: list[bytes], *, connection: _Driver | None = None
     return found is not None
 
 
+def _still_claimed(ids: list[int], *, reminder: bool) -> sa.Update:
+    """An UPDATE of those of these invitations a sender still holds: for a reminder, one still
+    due; for a first send, one still being sent (nothing else changed them meanwhile)."""
+    held = (
+        Invitation.next_reminder_at.is_not(None)
+        if reminder
+        else Invitation.status == InvitationStatus.SENDING
+    )
+    return sa.update(Invitation).where(Invitation.id.in_(ids), held)
+
+
 def _extend_leases(batch: list[_Job], slot: datetime) -> None:
     """A slow pace can outlast the claim: before a slot comes within half a lease of the end of
     the batch's claims, the unsent ones are kept a lease beyond that slot."""
@@ -963,17 +974,9 @@ def _extend_leases(batch: list[_Job], slot: datetime) -> None:
     until = slot + lease
     ids = [job.invitation.id for job in waiting]
     if batch[0].reminder:
-        statement = (
-            sa.update(Invitation)
-            .where(Invitation.id.in_(ids), Invitation.next_reminder_at.is_not(None))
-            .values(next_reminder_at=until)
-        )
+        statement = _still_claimed(ids, reminder=True).values(next_reminder_at=until)
     else:
-        statement = (
-            sa.update(Invitation)
-            .where(Invitation.id.in_(ids), Invitation.status == InvitationStatus.SENDING)
-            .values(lease_expires_at=until)
-        )
+        statement = _still_claimed(ids, reminder=False).values(lease_expires_at=until)
     db.session.execute(statement.execution_options(synchronize_session=False))
     db.session.commit()
     for job in waiting:
@@ -1140,16 +1143,10 @@ def _release_unsent(batch: list[_Job], now: datetime) -> None:
     if not unsent:
         return
     if batch[0].reminder:
-        statement = (
-            sa.update(Invitation)
-            .where(Invitation.id.in_(unsent), Invitation.next_reminder_at.is_not(None))
-            .values(next_reminder_at=now)
-        )
+        statement = _still_claimed(unsent, reminder=True).values(next_reminder_at=now)
     else:
-        statement = (
-            sa.update(Invitation)
-            .where(Invitation.id.in_(unsent), Invitation.status == InvitationStatus.SENDING)
-            .values(status=InvitationStatus.QUEUED, lease_expires_at=None)
+        statement = _still_claimed(unsent, reminder=False).values(
+            status=InvitationStatus.QUEUED, lease_expires_at=None
         )
     db.session.execute(statement.execution_options(synchronize_session=False))
     db.session.commit()
