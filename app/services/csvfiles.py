@@ -35,10 +35,20 @@ class CsvRows:
     `values` yields (line number, list of cells) with the list as long as the header;
     `rows` yields (line number, {header key: cell}). Either can be read, once."""
 
-    def __init__(self, name: str, columns: list[str], values: Iterator[tuple[int, list[str]]]) -> None:
+    def __init__(
+        self,
+        name: str,
+        columns: list[str],
+        values: Iterator[tuple[int, list[str]]],
+        *,
+        delimiter: str = ",",
+        header_lines: int = 1,
+    ) -> None:
         self.name = name
         self.columns = columns
         self.values = values
+        self.delimiter = delimiter
+        self.header_lines = header_lines  # lines the header row takes (a quoted line break adds one)
 
     @property
     def rows(self) -> Iterator[tuple[int, dict[str, str]]]:
@@ -77,7 +87,9 @@ def open_csv(stream: IO[bytes], name: str) -> CsvRows:
                 cells += padding[len(cells) :]
             yield reader.line_num, cells
 
-    return CsvRows(name=name, columns=columns, values=values())
+    return CsvRows(
+        name=name, columns=columns, values=values(), delimiter=delimiter, header_lines=reader.line_num
+    )
 
 
 def _decoded_lines(stream: IO[bytes], name: str) -> Iterator[str]:
@@ -272,8 +284,15 @@ class ErrorReport:
     HEADER = ("line", "column", "value", "reason")
 
     def __init__(self, stream: IO[str]) -> None:
+        self._stream = stream
         self._writer = csv.writer(stream)
         self._writer.writerow(self.HEADER)
+        self._start = stream.tell() if stream.seekable() else None
+
+    def rewind(self) -> None:
+        """Forget every row written so far (the import is starting over); needs a seekable stream."""
+        self._stream.seek(self._start)
+        self._stream.truncate()
 
     def add(self, error: RowError) -> None:
         self._writer.writerow(

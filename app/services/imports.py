@@ -8,6 +8,7 @@ real tables. One import is one transaction: it commits once at the end, or chang
 from __future__ import annotations
 
 import contextlib
+import itertools
 import os
 import re
 from collections.abc import Callable, Iterator
@@ -19,13 +20,15 @@ from zoneinfo import ZoneInfo
 import sqlalchemy as sa
 from email_validator import SPECIAL_USE_DOMAIN_NAMES
 from flask import current_app
+from sqlalchemy.dialects.sqlite import dialect as sqlite_dialect
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
 from app.database import foreign_keys_unchecked
 from app.exceptions import InvalidInput, RowError, UnreadableFile
 from app.extensions import db
 from app.models import Customer, CustomerStatus, Order, Suppression, SuppressionReason
 from app.models.base import UTCDateTime
-from app.services import scoring, suppressions
+from app.services import order_batches, scoring, suppressions
 from app.services.csvfiles import (
     CsvRows,
     ErrorReport,
@@ -241,7 +244,8 @@ def import_orders(
     with foreign_keys_unchecked():
         run = _Run(table, positions, now=now, day_first=day_first, error_report=error_report)
     run.load_size = _size(stream)
-    return run.transaction(strict, lambda: _import_order_rows(run, source, progress))
+    quick = stream if order_batches.usable(stream, error_report) else None
+    return run.transaction(strict, lambda: _import_order_rows(run, source, progress, quick))
 
 
 def _size(stream: IO[bytes]) -> int | None:
@@ -281,6 +285,7 @@ class _Run:
         self.keys = suppressions.hash_keys()
         self.analysed: dict[str, int] = {}  # table -> rows written when last analysed
         self.written = 0  # orders added or changed so far
+        self.customer_ids: dict[str, int] = {}  # SQLite: address -> customer id, for staged addresses
         self.load_size: int | None = None  # the file's size in bytes, when known
 
     def transaction(self, strict: bool, work: Callable[[], None]) -> ImportSummary:
@@ -305,6 +310,18 @@ class _Run:
             # Scores are quintiles over the whole base: any new figure can move anyone's.
             scoring.recompute_scores(now=self.now)
         return self.summary
+
+    def start_over(self, stream: IO[bytes]) -> None:
+        """Forget what an attempt with the compiled reader counted and reported (its writes are
+        rolled back by the caller) and open the file again from its start, to read row by row."""
+        stream.seek(0)
+        self.table = open_csv(stream, self.table.name)
+        self.summary = ImportSummary(file=self.table.name)
+        if self.report is not None:
+            self.report.rewind()
+        self.analysed = {}
+        self.written = 0
+        self.customer_ids = {}
 
     def _tune(self) -> int | None:
         """Settings for this import's connection; returns SQLite's cache size to restore."""
@@ -722,10 +739,78 @@ def _apply_suppressions(run: _Run) -> None:
 # --- orders -------------------------------------------------------------------------------
 
 
-def _import_order_rows(run: _Run, source: str, progress: Callable[[int], None] | None) -> None:
-    """Parse every order, write them in batches, then derive the changed customers' figures."""
+def _import_order_rows(
+    run: _Run, source: str, progress: Callable[[int], None] | None, stream: IO[bytes] | None
+) -> None:
+    """Read the file with the compiled reader when it can go back to the start (`stream`), else
+    row by row; a file the compiled reader refuses part-way is read again row by row, from a
+    clean slate."""
+    if stream is not None:
+        savepoint = db.session.begin_nested()
+        try:
+            _write_order_rows(run, source, progress, _quick_orders(run, stream))
+        except order_batches.Irregular:
+            savepoint.rollback()
+            run.start_over(stream)
+        else:
+            savepoint.commit()
+            return
+    _write_order_rows(run, source, progress, _parsed_orders(run, run.table.values))
+
+
+def _quick_orders(run: _Run, stream: IO[bytes]) -> Iterator[tuple[tuple, str, str, bool | None]]:
+    """Every valid order of the file, in file order, from the compiled reader: the rows its
+    checks accept as they are, the others through the per-row parser."""
+    parse = _OrderParser(run)
+    batches = order_batches.read(stream, run.table, run.positions, sqlite_times=not run.postgresql)
+    for batch in batches:
+        if isinstance(batch, order_batches.SlowRows):
+            yield from _parsed_orders(run, iter(batch.rows), parse)
+            continue
+        orders = zip(
+            batch.order_ids, batch.emails, batch.placed_at, batch.amounts, batch.currencies, strict=True
+        )
+        consents = batch.consents or itertools.repeat(None, len(batch.order_ids))
+        people = zip(batch.first_names, batch.last_names, consents, strict=True)
+        if batch.accepted is None:
+            for order, (first_name, last_name, consent) in zip(orders, people, strict=True):
+                yield order, first_name, last_name, consent
+            continue
+        slow = batch.slow
+        for index, (accepted, order, (first_name, last_name, consent)) in enumerate(
+            zip(batch.accepted, orders, people, strict=True)
+        ):
+            if accepted:
+                yield order, first_name, last_name, consent
+            elif index in slow:
+                line, cells = slow[index]
+                if "".join(cells).strip():  # the csv module's reader skips a blank row
+                    parsed = parse(line, cells, None)
+                    if parsed is not None:
+                        yield parsed
+
+
+def _parsed_orders(
+    run: _Run, rows: Iterator[tuple[int, list[str]]], parse: _OrderParser | None = None
+) -> Iterator[tuple[tuple, str, str, bool | None]]:
+    """Every valid order of these rows (line, cells), through the per-row parser."""
+    parse = parse or _OrderParser(run)
+    for group in _order_groups(run, rows):
+        parsed = parse(*group)
+        if parsed is not None:
+            yield parsed
+
+
+def _write_order_rows(
+    run: _Run,
+    source: str,
+    progress: Callable[[int], None] | None,
+    parsed_orders: Iterator[tuple[tuple, str, str, bool | None]],
+) -> None:
+    """Write the parsed orders in batches, then derive the changed customers' figures."""
     stages = [_customer_stage, _order_stage, _changed_orders]
     _create_stages(run, stages)
+    _create_change_triggers(run)
     rebuilt = _indexes_to_rebuild(run)
     for index in rebuilt:
         index.drop(run.connection)
@@ -735,11 +820,7 @@ def _import_order_rows(run: _Run, source: str, progress: Callable[[int], None] |
     orders: dict[str, tuple] = {}
     people: dict[str, list] = {}
     total = 0
-    parse = _OrderParser(run)
-    for group in _order_groups(run):
-        parsed = parse(*group)
-        if parsed is None:
-            continue
+    for parsed in parsed_orders:
         total += 1
         order, first_name, last_name, consent = parsed
         orders[order[0]] = order  # an order id listed twice: the later row wins
@@ -767,6 +848,7 @@ def _import_order_rows(run: _Run, source: str, progress: Callable[[int], None] |
             progress(len(orders))
     for index in rebuilt:
         index.create(run.connection)
+    _drop_change_triggers(run)
     _count_orders(run, total)
     _derive_figures(run)
     _drop_stages(run, stages)
@@ -791,18 +873,22 @@ def _indexes_to_rebuild(run: _Run) -> list[sa.Index]:
     return [index for index in _orders.indexes if not index.unique]
 
 
-def _order_groups(run: _Run) -> Iterator[tuple[int, list[str], dict[int, int] | None]]:
-    """The file's orders: rows that follow each other with the same order id are one order (as
-    in exports with a row per line item); each field comes from the first of them that has it,
-    so an order's total is counted once. Yields (first line, cells, {column: line} for cells
-    taken from a later row)."""
+def _order_groups(
+    run: _Run, rows: Iterator[tuple[int, list[str]]]
+) -> Iterator[tuple[int, list[str], dict[int, int] | None]]:
+    """The orders of these rows: rows that follow each other with the same order id are one
+    order (as in exports with a row per line item); each field comes from the first of them
+    that has it, so an order's total is counted once. Yields (first line, cells, {column: line}
+    for cells taken from a later row)."""
     key_index = run.positions["order_id"]
     indexes = sorted(set(run.positions.values()))
     current: list[str] | None = None
     current_line = 0
     current_key = ""
     taken: dict[int, int] | None = None
-    for line, cells in run.table.values:
+    for line, cells in rows:
+        if not "".join(cells).strip():
+            continue  # a blank row (the csv module's reader skips them itself)
         key = cells[key_index].strip()
         if current is not None and key and key == current_key:
             for index in indexes:
@@ -882,6 +968,7 @@ def _write_orders(
     run: _Run, source: str, orders: dict[str, tuple], people: dict[str, list], staged: dict[str, int]
 ) -> None:
     """Write one batch: new customers first, then the orders that are new or changed."""
+    fresh: dict[str, int] = {}  # SQLite: the ids of the customers staged in this batch
     if people:
         emails = list(people)
         earlier = run.suppressed_before(emails)
@@ -895,20 +982,104 @@ def _write_orders(
         _analyse_as_it_grows(run, _customers, run.summary.customers_created)
         _complete_customers(run)
         _apply_suppressions(run)
+        if not run.postgresql:
+            stage = _customer_stage
+            fresh = dict(
+                run.connection.execute(
+                    sa.select(stage.c.email, _customers.c.id).join(
+                        _customers, _customers.c.email == stage.c.email
+                    )
+                ).all()
+            )
+            run.customer_ids.update(fresh)
         _clear(run, _customer_stage)
+    if orders:
+        if run.postgresql:
+            _load(run, _order_stage, list(orders.values()))
+            changed = _record_changes(run, source)
+            if changed:
+                _upsert_orders(run, source)
+                run.written += changed
+                _analyse_as_it_grows(run, _orders, run.written)
+            _clear(run, _order_stage)
+        else:
+            run.written += _upsert_orders_by_id(run, source, orders)
+    if people:
         if len(staged) + len(people) > CACHE_LIMIT:
             staged.clear()
+            run.customer_ids.clear()
+            run.customer_ids.update(fresh)
         for email, (first_name, last_name, consent) in people.items():
             named = 2 if first_name or last_name else 0
             staged[email] = staged.get(email, 0) | 1 | named | (4 if consent is False else 0)
-    if orders:
-        _load(run, _order_stage, list(orders.values()))
-        changed = _record_changes(run, source)
-        if changed:
-            _upsert_orders(run, source)
-            run.written += changed
-            _analyse_as_it_grows(run, _orders, run.written)
-        _clear(run, _order_stage)
+
+
+def _upsert_orders_by_id(run: _Run, source: str, orders: dict[str, tuple]) -> int:
+    """SQLite: insert the new orders and update the changed ones straight from the batch, each
+    with the id of its customer (every address of the batch is known by now). The import's
+    triggers note each write in the changes table. Returns how many orders changed."""
+    ids = run.customer_ids
+    rows = [
+        (source, order_id, ids[email], placed_at, amount, currency)
+        for order_id, email, placed_at, amount, currency in orders.values()
+    ]
+    cursor = run.connection.connection.driver_connection.cursor()
+    try:
+        cursor.executemany(_order_upsert_sql(), rows)
+        return cursor.rowcount
+    finally:
+        cursor.close()
+
+
+_ORDER_COLUMNS = ("source", "external_id", "customer_id", "placed_at", "amount", "currency")
+
+
+def _order_upsert_sql() -> str:
+    """INSERT … ON CONFLICT DO UPDATE of one order, for SQLite's driver (positional values in
+    _ORDER_COLUMNS order); the update happens only where something differs."""
+    orders = _orders
+    statement = sqlite_insert(orders).values({name: sa.bindparam(name) for name in _ORDER_COLUMNS})
+    new = statement.excluded
+    changeable = ("customer_id", "placed_at", "amount", "currency")
+    statement = statement.on_conflict_do_update(
+        index_elements=["source", "external_id"],
+        set_={name: new[name] for name in changeable},
+        where=sa.or_(*(orders.c[name] != new[name] for name in changeable)),
+    )
+    compiled = statement.compile(dialect=sqlite_dialect())
+    if tuple(compiled.positiontup or ()) != _ORDER_COLUMNS:
+        raise RuntimeError(f"unexpected parameter order {compiled.positiontup}")
+    return compiled.string
+
+
+# SQLite: every order the import writes is noted in the changes table as it is written.
+_CHANGE_TRIGGERS = {
+    "winback_import_order_added": (
+        "AFTER INSERT ON main.orders BEGIN INSERT INTO winback_import_changes "
+        "(customer_id, old_customer_id, is_new) VALUES (NEW.customer_id, NULL, 1); END"
+    ),
+    "winback_import_order_changed": (
+        "AFTER UPDATE ON main.orders BEGIN INSERT INTO winback_import_changes "
+        "(customer_id, old_customer_id, is_new) VALUES (NEW.customer_id, OLD.customer_id, 0); END"
+    ),
+}
+
+
+def _create_change_triggers(run: _Run) -> None:
+    """Temporary triggers (this connection only, gone with a rollback) that note every order
+    the import inserts or changes."""
+    if run.postgresql:
+        return
+    for name, body in _CHANGE_TRIGGERS.items():
+        run.connection.exec_driver_sql(f"DROP TRIGGER IF EXISTS temp.{name}")
+        run.connection.exec_driver_sql(f"CREATE TEMP TRIGGER {name} {body}")
+
+
+def _drop_change_triggers(run: _Run) -> None:
+    if run.postgresql:
+        return
+    for name in _CHANGE_TRIGGERS:
+        run.connection.exec_driver_sql(f"DROP TRIGGER IF EXISTS temp.{name}")
 
 
 def _complete_customers(run: _Run) -> None:

@@ -1,0 +1,324 @@
+"""Reading an orders file in compiled batches: pyarrow splits the CSV and checks the usual cells
+column by column; every row those quick checks do not accept goes to the per-row parser, which
+accepts it or says exactly why not, by line and column.
+
+The quick checks accept only cells whose meaning is beyond doubt (a plain address, a
+`2025-03-04T10:15:00Z` time, a `1234.50` total, a three-letter currency, text with nothing to
+strip), and give the value the per-row parser would give: the tests hold the two to the same
+answers. Rows that belong together (consecutive rows with one order id, as Shopify writes an
+order's line items) and anything the compiled reader refuses (a row with too few or too many
+cells, bytes that are not UTF-8) leave the quick path, so messages and merging stay exact."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import IO
+
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.csv as pa_csv
+from email_validator import SPECIAL_USE_DOMAIN_NAMES
+
+from app.services.csvfiles import CsvRows
+
+# Bytes per batch: large enough that the per-batch work is small beside the per-row work, small
+# enough that memory does not grow with the file.
+BLOCK_BYTES = 4 << 20
+
+# A cell clean_text returns unchanged: no control character (tab, CR and LF are kept), nothing
+# str.strip() would take off either end.
+_EDGE = r"[^\x00-\x20\x7f\x85\xa0\x{1680}\x{2000}-\x{200a}\x{2028}\x{2029}\x{202f}\x{205f}\x{3000}]"
+_MIDDLE = r"[^\x00-\x08\x0b\x0c\x0e-\x1f\x7f]"
+_CLEAN_TEXT = f"^{_EDGE}(?:{_MIDDLE}*{_EDGE})?$"
+# The plain addresses fast_normalise_email accepts by its regular expression, in any case.
+_PLAIN_EMAIL = (
+    r"^[A-Za-z0-9_+\-]+(?:\.[A-Za-z0-9_+\-]+)*@"
+    r"(?:[A-Za-z0-9](?:[A-Za-z0-9\-]{0,61}[A-Za-z0-9])?\.)+[A-Za-z]{2,63}$"
+)
+_SPECIAL_USE_END = r"\.(?:" + "|".join(SPECIAL_USE_DOMAIN_NAMES) + ")$"
+_UTC_SECONDS = r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ$"
+_PLAIN_AMOUNT = r"^\d{1,11}(?:\.\d\d?)?$"
+_CURRENCY = r"^[A-Za-z]{3}$"
+
+
+class Irregular(Exception):
+    """The compiled reader cannot read this file row for row as the csv module does (a row with
+    too few or too many cells, text that is not UTF-8): the file goes to the per-row reader."""
+
+
+@dataclass
+class QuickRows:
+    """Orders the quick checks accepted, column by column, in file order, with the positions of
+    the rows they left to the per-row parser (`slow`, with their lines and cells)."""
+
+    order_ids: list[str]
+    emails: list[str]
+    placed_at: list[str]
+    amounts: list[int]
+    currencies: list[str]
+    first_names: list[str]
+    last_names: list[str]
+    consents: list[bool | None] | None
+    accepted: list[bool] | None  # None: every row; else which rows the checks accepted
+    slow: dict[int, tuple[int, list[str]]]  # row index -> (line, cells) for the per-row parser
+
+
+@dataclass
+class SlowRows:
+    """Rows for the per-row parser and its grouping of consecutive rows of one order."""
+
+    rows: list[tuple[int, list[str]]]  # (line, cells)
+
+
+def usable(stream: IO[bytes], report: IO[str] | None) -> bool:
+    """Whether an import can try the compiled reader: it reads the file from its start, and
+    starts over with the per-row reader when the file turns out irregular, which needs both the
+    file and the error report to go back."""
+    try:
+        return stream.seekable() and (report is None or report.seekable())
+    except (AttributeError, ValueError):
+        return False
+
+
+def read(
+    stream: IO[bytes], table: CsvRows, positions: dict[str, int], *, sqlite_times: bool
+) -> Iterator[QuickRows | SlowRows]:
+    """The file's rows after its header, batch by batch, in order: QuickRows where no two
+    consecutive rows share an order id, SlowRows where some do. The last rows of a batch wait
+    for the next one, so that an order's rows are never split between batches. Quick times are
+    given as SQLite stores them (sqlite_times) or as written, for PostgreSQL to read.
+
+    Raises Irregular as soon as the compiled reader refuses a row."""
+    width = len(table.columns)
+    names = [f"c{index}" for index in range(width)]
+    stream.seek(0)
+
+    def refuse(_row) -> str:
+        return "error"
+
+    try:
+        reader = pa_csv.open_csv(
+            stream,
+            read_options=pa_csv.ReadOptions(
+                skip_rows=table.header_lines, column_names=names, block_size=BLOCK_BYTES
+            ),
+            parse_options=pa_csv.ParseOptions(
+                delimiter=table.delimiter,
+                newlines_in_values=True,
+                ignore_empty_lines=False,
+                invalid_row_handler=refuse,
+            ),
+            convert_options=pa_csv.ConvertOptions(
+                column_types=dict.fromkeys(names, pa.string()),
+                strings_can_be_null=False,
+                quoted_strings_can_be_null=False,
+            ),
+        )
+    except (pa.ArrowInvalid, StopIteration) as exc:  # an empty body raises StopIteration in Arrow
+        if isinstance(exc, StopIteration):
+            return
+        raise Irregular(str(exc)) from exc
+    checks = _Checks(positions, sqlite_times)
+    last_line = table.header_lines
+    carried: pa.Table | None = None  # rows waiting for the next batch
+    carried_lines: pa.Array | None = None
+    while True:
+        try:
+            batch = reader.read_next_batch()
+        except StopIteration:
+            break
+        except pa.ArrowInvalid as exc:
+            raise Irregular(str(exc)) from exc
+        if batch.num_rows == 0:
+            continue
+        lines = _lines(batch, last_line)
+        last_line = lines[-1].as_py()
+        rows = pa.Table.from_batches([batch])
+        if carried is not None:
+            rows = pa.concat_tables([carried, rows]).combine_chunks()
+            lines = pa.concat_arrays([carried_lines, lines])
+        keep = _waiting(rows, positions["order_id"])
+        carried, carried_lines = rows.slice(keep), lines.slice(keep)
+        if keep:
+            yield checks(rows.slice(0, keep), lines.slice(0, keep))
+    if carried is not None and carried.num_rows:
+        yield checks(carried, carried_lines)
+
+
+def _lines(batch: pa.RecordBatch, last_line: int) -> pa.Array:
+    """Each row's line number as the csv module counts it: the line where the row ends."""
+    newlines = None
+    for column in batch.columns:
+        if pc.any(pc.match_substring(column, "\n")).as_py():
+            counted = pc.count_substring(column, "\n")
+            newlines = counted if newlines is None else pc.add(newlines, counted)
+    steps = pa.repeat(1, batch.num_rows) if newlines is None else pc.add(newlines, 1)
+    return pc.add(pc.cumulative_sum(pc.cast(steps, pa.int64())), last_line)
+
+
+def _waiting(rows: pa.Table, key_index: int) -> int:
+    """Where the batch's last order begins: its rows wait for the next batch, which may hold
+    more of them. Keys compare as the per-row grouping compares them (stripped)."""
+    keys = rows.column(key_index)
+    last = keys[-1].as_py().strip()
+    start = rows.num_rows - 1
+    if not last:
+        return start
+    # Only the trailing rows are looked at in Python: stop at the first different key.
+    while start > 0 and keys[start - 1].as_py().strip() == last:
+        start -= 1
+    return start
+
+
+class _Checks:
+    """The vectorised checks of one file's columns, made once per import."""
+
+    def __init__(self, positions: dict[str, int], sqlite_times: bool) -> None:
+        self.sqlite_times = sqlite_times
+        self.order_id = positions["order_id"]
+        self.email = positions["email"]
+        self.placed_at = positions["placed_at"]
+        self.total = positions["total"]
+        self.currency = positions["currency"]
+        self.first_name = positions.get("first_name")
+        self.last_name = positions.get("last_name")
+        self.name = positions.get("name")
+        self.consent = positions.get("accepts_marketing")
+
+    def __call__(self, rows: pa.Table, lines: pa.Array) -> QuickRows | SlowRows:
+        ids = rows.column(self.order_id).combine_chunks()
+        following = ids.slice(1)
+        repeated = pc.and_(pc.equal(following, ids.slice(0, len(ids) - 1)), pc.not_equal(following, ""))
+        if _any(repeated) or not _all(pc.or_(pc.equal(ids, ""), _clean(ids, 100))):
+            return SlowRows(_python_rows(rows, lines, None))
+        ok = pc.and_(pc.not_equal(ids, ""), _clean(ids, 100))
+        emails = rows.column(self.email).combine_chunks()
+        ok = pc.and_(ok, _email(emails))
+        placed = rows.column(self.placed_at).combine_chunks()
+        ok = pc.and_(ok, _utc_seconds(placed))
+        totals = rows.column(self.total).combine_chunks()
+        ok = pc.and_(ok, pc.match_substring_regex(totals, _PLAIN_AMOUNT))
+        currencies = rows.column(self.currency).combine_chunks()
+        ok = pc.and_(ok, pc.match_substring_regex(currencies, _CURRENCY))
+        empty = pa.array([""] * len(ids), pa.string())
+        first = rows.column(self.first_name).combine_chunks() if self.first_name is not None else empty
+        last = rows.column(self.last_name).combine_chunks() if self.last_name is not None else empty
+        for names in (first, last):
+            ok = pc.and_(ok, pc.or_(pc.equal(names, ""), _clean(names, 100)))
+        if self.name is not None:  # a full name is split by the per-row parser
+            full = rows.column(self.name).combine_chunks()
+            unnamed = pc.and_(pc.equal(first, ""), pc.equal(last, ""))
+            ok = pc.and_(ok, pc.invert(pc.and_(unnamed, pc.not_equal(full, ""))))
+        consents = None
+        if self.consent is not None:
+            answers = pc.ascii_lower(rows.column(self.consent).combine_chunks())
+            yes = pc.is_in(answers, value_set=_YES)
+            no = pc.is_in(answers, value_set=_NO)
+            ok = pc.and_(ok, pc.or_(pc.or_(yes, no), pc.equal(answers, "")))
+            unknown = pa.scalar(None, pa.bool_())
+            consents = pc.if_else(yes, True, pc.if_else(no, False, unknown)).to_pylist()
+        accepted = None
+        slow: dict[int, tuple[int, list[str]]] = {}
+        if not _all(ok):
+            blank = _blank(rows)
+            accepted = pc.and_(ok, pc.invert(blank)).to_pylist()
+            refused = pc.indices_nonzero(pc.invert(pc.or_(ok, blank))).to_pylist()
+            if refused:
+                slow = dict(zip(refused, _python_rows(rows, lines, refused), strict=True))
+        return QuickRows(
+            order_ids=ids.to_pylist(),
+            emails=pc.ascii_lower(emails).to_pylist(),
+            placed_at=(_sqlite_time(placed) if self.sqlite_times else placed).to_pylist(),
+            amounts=_minor_units(totals).to_pylist(),
+            currencies=pc.ascii_upper(currencies).to_pylist(),
+            first_names=first.to_pylist(),
+            last_names=last.to_pylist(),
+            consents=consents,
+            accepted=accepted,
+            slow=slow,
+        )
+
+
+_YES = pa.array(["yes", "y", "true", "1", "subscribed", "opted_in", "optedin"])
+_NO = pa.array(["no", "n", "false", "0", "unsubscribed", "not_subscribed", "notsubscribed", "opted_out"])
+
+
+def _any(mask: pa.Array) -> bool:
+    return bool(pc.any(mask).as_py())
+
+
+def _all(mask: pa.Array) -> bool:
+    return len(mask) == 0 or bool(pc.all(mask).as_py())
+
+
+def _clean(cells: pa.Array, limit: int) -> pa.Array:
+    """Text that clean_text keeps as it is, within the limit (characters)."""
+    return pc.and_(pc.match_substring_regex(cells, _CLEAN_TEXT), pc.less_equal(pc.utf8_length(cells), limit))
+
+
+def _email(cells: pa.Array) -> pa.Array:
+    """Addresses fast_normalise_email accepts by its regular expression."""
+    plain = pc.and_(pc.match_substring_regex(cells, _PLAIN_EMAIL), pc.less_equal(pc.utf8_length(cells), 254))
+    lowered = pc.ascii_lower(cells)
+    odd = pc.or_(
+        pc.match_substring_regex(lowered, "@.*--"), pc.match_substring_regex(lowered, _SPECIAL_USE_END)
+    )
+    return pc.and_(plain, pc.invert(odd))
+
+
+def _utc_seconds(cells: pa.Array) -> pa.Array:
+    """`2025-03-04T10:15:00Z` times that name a real moment (datetime.fromisoformat agrees)."""
+    shaped = pc.match_substring_regex(cells, _UTC_SECONDS)
+    # Only well-shaped cells are parsed; Arrow's parser rolls 30 February over to March, so
+    # every field must come back as it was written.
+    candidates = pc.if_else(shaped, cells, "0001-01-01T00:00:00Z")
+    moments = pc.strptime(candidates, format="%Y-%m-%dT%H:%M:%SZ", unit="s", error_is_null=True)
+    same = pc.is_valid(moments)
+    for field, start, stop in (
+        (pc.year, 0, 4),
+        (pc.month, 5, 7),
+        (pc.day, 8, 10),
+        (pc.hour, 11, 13),
+        (pc.minute, 14, 16),
+        (pc.second, 17, 19),
+    ):
+        written = pc.cast(pc.utf8_slice_codeunits(candidates, start, stop), pa.int64())
+        same = pc.and_(same, pc.equal(pc.cast(field(moments), pa.int64()), written))
+    year = pc.cast(pc.utf8_slice_codeunits(candidates, 0, 4), pa.int64())
+    return pc.fill_null(pc.and_(pc.and_(shaped, same), pc.greater(year, 0)), False)
+
+
+def _sqlite_time(cells: pa.Array) -> pa.Array:
+    """`2025-03-04T10:15:00Z` as SQLite stores it: `2025-03-04 10:15:00.000000`."""
+    clock = pc.binary_join_element_wise(pc.utf8_slice_codeunits(cells, 11, 19), ".000000", "")
+    return pc.binary_join_element_wise(pc.utf8_slice_codeunits(cells, 0, 10), clock, " ")
+
+
+def _minor_units(cells: pa.Array) -> pa.Array:
+    """`1234`, `1234.5` or `1234.50` as 123450; anything else as 0 (such rows go to the per-row
+    parser, which reads them itself)."""
+    plain = pc.match_substring_regex(cells, _PLAIN_AMOUNT)
+    cells = pc.if_else(plain, cells, "0")
+    padded = pc.replace_substring_regex(cells, r"^(\d+)$", r"\1.00")
+    padded = pc.replace_substring_regex(padded, r"^(\d+)\.(\d)$", r"\1.\20")
+    return pc.cast(pc.replace_substring(padded, ".", ""), pa.int64())
+
+
+def _blank(rows: pa.Table) -> pa.Array:
+    """Rows whose every cell is empty (the csv module's reader skips them)."""
+    blank = None
+    for column in rows.columns:
+        empty = pc.equal(column.combine_chunks(), "")
+        blank = empty if blank is None else pc.and_(blank, empty)
+    return blank
+
+
+def _python_rows(rows: pa.Table, lines: pa.Array, indices: list[int] | None) -> list[tuple[int, list[str]]]:
+    """Rows as the csv module gives them: (line, list of cells)."""
+    if indices is not None:
+        rows = rows.take(indices)
+        lines = lines.take(indices)
+    columns = [column.to_pylist() for column in rows.columns]
+    cells = zip(*columns, strict=True)
+    return [(line, list(row)) for line, row in zip(lines.to_pylist(), cells, strict=True)]
