@@ -68,7 +68,7 @@ def email_hash(normalised_email: str) -> str:
 def keyed_hash(key: bytes, normalised_email: str) -> str:
     """The address hashed under one key from hash_keys(): for hashing many addresses at once
     without deriving the keys again for each."""
-    return hmac.new(key, normalised_email.encode(), hashlib.sha256).hexdigest()
+    return hmac.digest(key, normalised_email.encode(), "sha256").hex()
 
 
 def _all_hashes(normalised_email: str) -> list[str]:
