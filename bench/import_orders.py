@@ -10,6 +10,10 @@ customers created, suppressions applied, purchase figures derived from the order
 subprocess of its own, so that its peak RSS is its own. The ratio printed is baseline seconds /
 our seconds: 1.0 means as fast as the bulk loader, 0.8 the target.
 
+It also measures the floor: the database storing exactly the customers and orders our import
+stored, copied with its own `INSERT … SELECT` from our result, with no file to read and nothing
+to check. baseline/floor is the best ratio any import writing those rows could reach.
+
 Knobs: BENCH_ROWS (1,000,000), BENCH_PROFILE=1 (print the time each kind of SQL statement took
 in our import, and the rest).
 """
@@ -208,6 +212,71 @@ def postgres_baseline(url: str, schema: str, path: Path) -> float:
     )
 
 
+def sqlite_floor(work: Path, ours_db: Path) -> float:
+    """What SQLite itself needs to store the rows our import stored: a fresh database with our
+    tables, then `INSERT … SELECT` of our import's customers and orders from our database file,
+    in C, with no file to read and nothing to check (the customer-date index built after, as our
+    import does). No import that writes these rows can take less."""
+    database = work / "floor.db"
+    schema = subprocess.run(
+        ["sqlite3", str(ours_db), ".schema customers", ".schema orders"],
+        check=True,
+        capture_output=True,
+        text=True,
+    ).stdout
+    subprocess.run(["sqlite3", str(database)], input=schema, check=True, capture_output=True, text=True)
+    script = work / "floor.sql"
+    script.write_text(
+        "PRAGMA journal_mode = WAL;\nPRAGMA synchronous = NORMAL;\nPRAGMA foreign_keys = OFF;\n"  # noqa: S608
+        f"PRAGMA cache_size = -{64 * 1024};\nATTACH '{ours_db}' AS ours;\nBEGIN;\n"
+        "INSERT INTO main.customers SELECT * FROM ours.customers;\n"
+        "DROP INDEX main.ix_orders_customer_placed;\n"
+        "INSERT INTO main.orders SELECT * FROM ours.orders;\n"
+        "CREATE INDEX main.ix_orders_customer_placed ON orders (customer_id, placed_at);\nCOMMIT;\n"
+    )
+    return timed(["sqlite3", str(database), f".read {script}"])
+
+
+def postgres_floor(url: str, schema: str) -> float:
+    """What PostgreSQL itself needs to store the rows our import stored: tables like ours (with
+    their indexes, defaults and the orders' foreign key) in a second schema, then `INSERT …
+    SELECT` of our import's customers and orders, with no file to read and nothing to check."""
+    floor = f"{schema}_floor"
+    setup = (
+        f"CREATE SCHEMA {floor}; "
+        f"CREATE TABLE {floor}.customers (LIKE {schema}.customers INCLUDING ALL); "
+        f"CREATE TABLE {floor}.orders (LIKE {schema}.orders INCLUDING ALL); "
+        f"ALTER TABLE {floor}.orders ADD FOREIGN KEY (customer_id) REFERENCES {floor}.customers (id) "
+        "ON DELETE CASCADE; "
+        f"ANALYZE {schema}.customers; ANALYZE {schema}.orders"
+    )
+    subprocess.run(["psql", url, "-v", "ON_ERROR_STOP=1", "-qc", setup], check=True, capture_output=True)
+    try:
+        return timed(
+            [
+                "psql",
+                url,
+                "-v",
+                "ON_ERROR_STOP=1",
+                "-qc",
+                f"BEGIN; INSERT INTO {floor}.customers SELECT * FROM {schema}.customers; "  # noqa: S608
+                f"INSERT INTO {floor}.orders SELECT * FROM {schema}.orders; COMMIT",
+            ]
+        )
+    finally:
+        quiet = {**os.environ, "PGOPTIONS": "-cclient_min_messages=warning"}
+        subprocess.run(["psql", url, "-qc", f"DROP SCHEMA {floor} CASCADE"], check=True, env=quiet)
+
+
+def report_floor(label: str, baseline: float, floor: float, result: dict) -> None:
+    """The storage floor beside the baseline and ours."""
+    print(
+        f"{label}: floor (the database storing the same customers and orders, no file, no checks) "
+        f"{floor:.2f} s; baseline/floor {baseline / floor:.2f} (the best ratio any import could reach); "
+        f"floor/ours {floor / result['seconds']:.2f}"
+    )
+
+
 def report(label: str, baseline_name: str, baseline: float, result: dict) -> None:
     """One database's figures."""
     seconds = result["seconds"]
@@ -245,6 +314,7 @@ def main() -> int:
         baseline = sqlite_baseline(work, path)
         result = run_ours(f"sqlite:///{work / 'ours.db'}", path, None)
         report("sqlite", "sqlite3 .import", baseline, result)
+        report_floor("sqlite", baseline, sqlite_floor(work, work / "ours.db"), result)
 
         url = os.environ.get("BENCH_DATABASE_URL") or os.environ.get("TEST_DATABASE_URL")
         if url and shutil.which("psql"):
@@ -254,6 +324,7 @@ def main() -> int:
                 baseline = postgres_baseline(psql_url(url), schema, path)
                 result = run_ours(database_url(url), path, schema)
                 report("postgresql", "psql \\copy", baseline, result)
+                report_floor("postgresql", baseline, postgres_floor(psql_url(url), schema), result)
             finally:
                 quiet = {**os.environ, "PGOPTIONS": "-cclient_min_messages=warning"}
                 subprocess.run(

@@ -11,12 +11,14 @@ import contextlib
 import itertools
 import os
 import re
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import IO
 from zoneinfo import ZoneInfo
 
+import pyarrow as pa
+import pyarrow.compute as pc
 import sqlalchemy as sa
 from email_validator import SPECIAL_USE_DOMAIN_NAMES
 from flask import current_app
@@ -759,24 +761,25 @@ def _import_order_rows(
     _write_order_rows(run, source, progress, _parsed_orders(run, run.table.values))
 
 
-def _quick_orders(run: _Run, stream: IO[bytes]) -> Iterator[tuple[tuple, str, str, bool | None]]:
-    """Every valid order of the file, in file order, from the compiled reader: the rows its
-    checks accept as they are, the others through the per-row parser."""
+def _quick_orders(
+    run: _Run, stream: IO[bytes]
+) -> Iterator[tuple[tuple, str, str, bool | None] | order_batches.QuickRows]:
+    """Every valid order of the file, in file order, from the compiled reader: a batch whose
+    every row its checks accept as it is; otherwise row by row, the accepted rows as they are
+    and the others through the per-row parser."""
     parse = _OrderParser(run)
     batches = order_batches.read(stream, run.table, run.positions, sqlite_times=not run.postgresql)
     for batch in batches:
         if isinstance(batch, order_batches.SlowRows):
             yield from _parsed_orders(run, iter(batch.rows), parse)
             continue
-        orders = zip(
-            batch.order_ids, batch.emails, batch.placed_at, batch.amounts, batch.currencies, strict=True
-        )
-        consents = batch.consents or itertools.repeat(None, len(batch.order_ids))
-        people = zip(batch.first_names, batch.last_names, consents, strict=True)
         if batch.accepted is None:
-            for order, (first_name, last_name, consent) in zip(orders, people, strict=True):
-                yield order, first_name, last_name, consent
+            yield batch
             continue
+        columns = (batch.order_ids, batch.emails, batch.placed_at, batch.amounts, batch.currencies)
+        orders = zip(*(column.to_pylist() for column in columns), strict=True)
+        consents = batch.consents.to_pylist() if batch.consents is not None else [None] * len(batch.emails)
+        people = zip(batch.first_names.to_pylist(), batch.last_names.to_pylist(), consents, strict=True)
         slow = batch.slow
         for index, (accepted, order, (first_name, last_name, consent)) in enumerate(
             zip(batch.accepted, orders, people, strict=True)
@@ -806,9 +809,10 @@ def _write_order_rows(
     run: _Run,
     source: str,
     progress: Callable[[int], None] | None,
-    parsed_orders: Iterator[tuple[tuple, str, str, bool | None]],
+    parsed_orders: Iterator[tuple[tuple, str, str, bool | None] | order_batches.QuickRows],
 ) -> None:
-    """Write the parsed orders in batches, then derive the changed customers' figures."""
+    """Write the parsed orders in batches (a batch the compiled reader accepted whole, as it
+    is), then derive the changed customers' figures."""
     stages = [_customer_stage, _order_stage, _changed_orders]
     _create_stages(run, stages)
     _create_change_triggers(run)
@@ -816,19 +820,31 @@ def _write_order_rows(
     for index in rebuilt:
         index.drop(run.connection)
     # Addresses already staged in this import, with what was staged: 1 = staged, 2 = with a
-    # name, 4 = with an explicit no to marketing. Bounded; a forgotten address is staged again.
+    # name, 4 = with an explicit no to marketing, 8 = with a yes. Bounded; a forgotten address
+    # is staged again.
     staged: dict[str, int] = {}
     orders: dict[str, tuple] = {}
     people: dict[str, list] = {}
     total = 0
     for parsed in parsed_orders:
+        if isinstance(parsed, order_batches.QuickRows):
+            if orders or people:  # what came before is written first: the later row wins
+                _write_orders(run, source, orders, people, staged)
+                if progress:
+                    progress(len(orders))
+                orders, people = {}, {}
+            rows = _write_quick_batch(run, source, parsed, staged)
+            total += rows
+            if progress:
+                progress(rows)
+            continue
         total += 1
         order, first_name, last_name, consent = parsed
         orders[order[0]] = order  # an order id listed twice: the later row wins
         email = order[1]
         flags = staged.get(email, 0)
         named = bool(first_name or last_name)
-        wanted = 1 | (2 if named else 0) | (4 if consent is False else 0)
+        wanted = 1 | (2 if named else 0) | _CONSENT_FLAGS[consent]
         if wanted & ~flags:
             person = people.get(email)
             if person is None:
@@ -965,65 +981,169 @@ class _OrderParser:
         return (order_id, email, placed_at, amount, currency), first_name, last_name, consent
 
 
+_CONSENT_FLAGS = {None: 0, False: 4, True: 8}  # what a row's answer adds to the staged flags
+
+
 def _write_orders(
     run: _Run, source: str, orders: dict[str, tuple], people: dict[str, list], staged: dict[str, int]
 ) -> None:
     """Write one batch: new customers first, then the orders that are new or changed."""
-    fresh: dict[str, int] = {}  # SQLite: the ids of the customers staged in this batch
-    if people:
-        emails = list(people)
-        earlier = run.suppressed_before(emails)
-        rows = []
-        for email, (first_name, last_name, consent) in people.items():
-            rows.append(
-                (email, run.hash(email), first_name, last_name, *_NO_DETAILS, consent, None, email in earlier)
-            )
-        _load(run, _customer_stage, rows)
-        run.summary.customers_created += _insert_new_customers(run)
-        _analyse_as_it_grows(run, _customers, run.summary.customers_created)
-        _complete_customers(run)
-        _apply_suppressions(run)
-        if not run.postgresql:
-            stage = _customer_stage
-            fresh = dict(
-                run.connection.execute(
-                    sa.select(stage.c.email, _customers.c.id).join(
-                        _customers, _customers.c.email == stage.c.email
-                    )
-                ).all()
-            )
-            run.customer_ids.update(fresh)
-        _clear(run, _customer_stage)
+    fresh = _write_people(run, people)
     if orders:
         if run.postgresql:
-            _load(run, _order_stage, list(orders.values()))
-            changed = _record_changes(run, source)
-            if changed:
-                _upsert_orders(run, source)
-                run.written += changed
-                _analyse_as_it_grows(run, _orders, run.written)
-            _clear(run, _order_stage)
+            _write_staged_orders(run, source, list(orders.values()))
         else:
-            run.written += _upsert_orders_by_id(run, source, orders)
-    if people:
-        if len(staged) + len(people) > CACHE_LIMIT:
-            staged.clear()
-            run.customer_ids.clear()
-            run.customer_ids.update(fresh)
-        for email, (first_name, last_name, consent) in people.items():
-            named = 2 if first_name or last_name else 0
-            staged[email] = staged.get(email, 0) | 1 | named | (4 if consent is False else 0)
+            ids = run.customer_ids
+            rows = [
+                (source, order_id, ids[email], placed_at, amount, currency)
+                for order_id, email, placed_at, amount, currency in orders.values()
+            ]
+            run.written += _upsert_orders_by_id(run, rows)
+    _remember_staged(run, people, staged, fresh)
 
 
-def _upsert_orders_by_id(run: _Run, source: str, orders: dict[str, tuple]) -> int:
-    """SQLite: insert the new orders and update the changed ones straight from the batch, each
-    with the id of its customer (every address of the batch is known by now). The import's
-    trigger notes each update in the changes table. Returns how many orders were written."""
-    ids = run.customer_ids
+def _write_people(run: _Run, people: dict[str, list]) -> dict[str, int]:
+    """Stage a batch's people (address: [first name, last name, consent]): new ones become
+    customers, known ones get what the file adds, suppressions apply. On SQLite, returns the
+    customer id of each staged address."""
+    fresh: dict[str, int] = {}
+    if not people:
+        return fresh
+    earlier = run.suppressed_before(list(people))
     rows = [
-        (source, order_id, ids[email], placed_at, amount, currency)
-        for order_id, email, placed_at, amount, currency in orders.values()
+        (email, run.hash(email), first_name, last_name, *_NO_DETAILS, consent, None, email in earlier)
+        for email, (first_name, last_name, consent) in people.items()
     ]
+    _load(run, _customer_stage, rows)
+    run.summary.customers_created += _insert_new_customers(run)
+    _analyse_as_it_grows(run, _customers, run.summary.customers_created)
+    _complete_customers(run)
+    _apply_suppressions(run)
+    if not run.postgresql:
+        stage = _customer_stage
+        statement = sa.select(stage.c.email, _customers.c.id).join(
+            _customers, _customers.c.email == stage.c.email
+        )
+        fresh = dict(run.connection.execute(statement).all())
+        run.customer_ids.update(fresh)
+    _clear(run, _customer_stage)
+    return fresh
+
+
+def _remember_staged(
+    run: _Run, people: dict[str, list], staged: dict[str, int], fresh: dict[str, int]
+) -> None:
+    """Note what was staged for each address, so that later batches stage it again only with
+    something new; the memory is bounded, and forgets everything when full."""
+    if not people:
+        return
+    if len(staged) + len(people) > CACHE_LIMIT:
+        staged.clear()
+        run.customer_ids.clear()
+        run.customer_ids.update(fresh)
+    for email, (first_name, last_name, consent) in people.items():
+        named = 2 if first_name or last_name else 0
+        staged[email] = staged.get(email, 0) | 1 | named | _CONSENT_FLAGS[consent]
+
+
+def _write_staged_orders(run: _Run, source: str, rows: list[tuple]) -> None:
+    """PostgreSQL: COPY the batch's orders (order id, address, placed, amount, currency) into the
+    staging table, note the new and changed ones, and upsert those."""
+    _load(run, _order_stage, rows)
+    changed = _record_changes(run, source)
+    if changed:
+        _upsert_orders(run, source)
+        run.written += changed
+        _analyse_as_it_grows(run, _orders, run.written)
+    _clear(run, _order_stage)
+
+
+def _write_quick_batch(run: _Run, source: str, batch: order_batches.QuickRows, staged: dict[str, int]) -> int:
+    """Write a batch the compiled reader accepted whole, column by column: what the per-row
+    loop of _write_order_rows does, with the per-row work in Arrow. Returns its rows."""
+    rows = len(batch.order_ids)
+    order_ids, emails, placed, amounts = batch.order_ids, batch.emails, batch.placed_at, batch.amounts
+    currencies = batch.currencies
+    position = pc.subtract(pc.cumulative_sum(pa.repeat(1, rows)), 1)
+    if pc.count_distinct(order_ids).as_py() < rows:  # an order id listed twice: the later row wins
+        latest = pa.table({"id": order_ids, "row": position}).group_by("id", use_threads=False)
+        last_rows = latest.aggregate([("row", "max")]).column("row_max")
+        kept = pc.take(last_rows, pc.sort_indices(last_rows))
+        order_ids, emails, placed, amounts, currencies = (
+            pc.take(column, kept) for column in (order_ids, emails, placed, amounts, currencies)
+        )
+    people = _people_of(batch, position, staged)
+    fresh = _write_people(run, people)
+    addresses = pc.unique(emails)
+    at = pc.index_in(emails, value_set=addresses)
+    if run.postgresql:
+        columns = (order_ids, emails, placed, amounts, currencies)
+        _write_staged_orders(run, source, list(zip(*(column.to_pylist() for column in columns), strict=True)))
+    else:
+        ids = run.customer_ids
+        customer_ids = pc.take(pa.array([ids[email] for email in addresses.to_pylist()], pa.int64()), at)
+        columns = (order_ids, customer_ids, placed, amounts, currencies)
+        values = zip(itertools.repeat(source), *(column.to_pylist() for column in columns))
+        run.written += _upsert_orders_by_id(run, values)
+    _remember_staged(run, people, staged, fresh)
+    return rows
+
+
+def _people_of(batch: order_batches.QuickRows, position: pa.Array, staged: dict[str, int]) -> dict[str, list]:
+    """The batch's people to stage, as the per-row loop of _write_order_rows finds them: each
+    address whose rows add something to what was staged for it (a first stage, a name, an
+    explicit no or yes), with the name of the first such row that has one, and no to marketing
+    when any row says no (else yes when any says yes)."""
+    emails, first_names, last_names = batch.emails, batch.first_names, batch.last_names
+    rows = len(emails)
+    addresses = pc.unique(emails)
+    at = pc.index_in(emails, value_set=addresses)
+    flags = pc.take(pa.array([staged.get(email, 0) for email in addresses.to_pylist()], pa.int64()), at)
+    named = pc.or_(pc.not_equal(first_names, ""), pc.not_equal(last_names, ""))
+    if batch.consents is None:
+        said_no = said_yes = pa.repeat(False, rows)
+    else:
+        said_no = pc.fill_null(pc.equal(batch.consents, False), False)
+        said_yes = pc.fill_null(pc.equal(batch.consents, True), False)
+    wanted = pc.add(pc.multiply(pc.cast(named, pa.int64()), 2), 1)
+    wanted = pc.add(wanted, pc.multiply(pc.cast(said_no, pa.int64()), _CONSENT_FLAGS[False]))
+    wanted = pc.add(wanted, pc.multiply(pc.cast(said_yes, pa.int64()), _CONSENT_FLAGS[True]))
+    needed = pc.not_equal(pc.bit_wise_and(wanted, pc.bit_wise_not(flags)), 0)
+    if not pc.any(needed).as_py():
+        return {}
+    unnamed = rows  # beyond every row: no row of this address has a name
+    table = pa.table(
+        {
+            "email": emails,
+            "named_row": pc.if_else(named, position, unnamed),
+            "no": said_no,
+            "yes": said_yes,
+        }
+    ).filter(needed)
+    groups = table.group_by("email", use_threads=False).aggregate(
+        [("named_row", "min"), ("no", "any"), ("yes", "any")]
+    )
+    first_row = groups.column("named_row_min")
+    has_name = pc.less(first_row, unnamed)
+    taken = pc.if_else(has_name, first_row, 0)
+    firsts = pc.if_else(has_name, pc.take(first_names, taken), "").to_pylist()
+    lasts = pc.if_else(has_name, pc.take(last_names, taken), "").to_pylist()
+    unknown = pa.scalar(None, pa.bool_())
+    answers = pc.if_else(groups.column("no_any"), False, pc.if_else(groups.column("yes_any"), True, unknown))
+    if batch.consents is None:
+        answers = pa.nulls(len(groups), pa.bool_())
+    return {
+        email: [first, last, answer]
+        for email, first, last, answer in zip(
+            groups.column("email").to_pylist(), firsts, lasts, answers.to_pylist(), strict=True
+        )
+    }
+
+
+def _upsert_orders_by_id(run: _Run, rows: Iterable[tuple]) -> int:
+    """SQLite: insert the new orders and update the changed ones straight from the batch, each
+    (source, order id, customer id, placed, amount, currency). The import's trigger notes each
+    update in the changes table. Returns how many orders were written."""
     cursor = run.connection.connection.driver_connection.cursor()
     try:
         cursor.executemany(_order_upsert_sql(), rows)
@@ -1084,8 +1204,9 @@ def _drop_change_triggers(run: _Run) -> None:
 
 
 def _complete_customers(run: _Run) -> None:
-    """What an orders file adds to customers Winback knew: a name where theirs is empty, and an
-    explicit no to marketing. Names the customer already has are kept."""
+    """What an orders file adds to customers Winback knew: a name where theirs is empty, an
+    explicit no to marketing, and a yes where theirs is unknown. Names the customer already has
+    are kept, and a no stays a no."""
     stage, customers = _customer_stage, _customers
     now = sa.literal(run.now, UTCDateTime)
     connection = run.connection
@@ -1099,14 +1220,12 @@ def _complete_customers(run: _Run) -> None:
         )
         .values(first_name=stage.c.first_name, last_name=stage.c.last_name, updated_at=now)
     )
+    said_no = sa.and_(stage.c.accepts_marketing.is_(False), customers.c.accepts_marketing.is_not(False))
+    said_yes = sa.and_(stage.c.accepts_marketing.is_(True), customers.c.accepts_marketing.is_(None))
     connection.execute(
         sa.update(customers)
-        .where(
-            customers.c.email == stage.c.email,
-            stage.c.accepts_marketing.is_(False),
-            customers.c.accepts_marketing.is_not(False),
-        )
-        .values(accepts_marketing=False, updated_at=now)
+        .where(customers.c.email == stage.c.email, sa.or_(said_no, said_yes))
+        .values(accepts_marketing=stage.c.accepts_marketing, updated_at=now)
     )
 
 

@@ -52,14 +52,14 @@ class QuickRows:
     """Orders the quick checks accepted, column by column, in file order, with the positions of
     the rows they left to the per-row parser (`slow`, with their lines and cells)."""
 
-    order_ids: list[str]
-    emails: list[str]
-    placed_at: list[str]
-    amounts: list[int]
-    currencies: list[str]
-    first_names: list[str]
-    last_names: list[str]
-    consents: list[bool | None] | None
+    order_ids: pa.Array  # text, as clean_text leaves it
+    emails: pa.Array  # normalised
+    placed_at: pa.Array  # as the database is given it (see read)
+    amounts: pa.Array  # minor units
+    currencies: pa.Array  # capitals
+    first_names: pa.Array
+    last_names: pa.Array
+    consents: pa.Array | None  # True, False or null (unknown); None without such a column
     accepted: list[bool] | None  # None: every row; else which rows the checks accepted
     slow: dict[int, tuple[int, list[str]]]  # row index -> (line, cells) for the per-row parser
 
@@ -85,8 +85,8 @@ def read(
     stream: IO[bytes], table: CsvRows, positions: dict[str, int], *, sqlite_times: bool
 ) -> Iterator[QuickRows | SlowRows]:
     """The file's rows after its header, batch by batch, in order: QuickRows where no two
-    consecutive rows share an order id, SlowRows where some do. The last rows of a batch wait
-    for the next one, so that an order's rows are never split between batches. Quick times are
+    consecutive rows share an order id, SlowRows where some do. Each batch waits for the next,
+    so that an order's rows are never split between batches. Quick times are
     given as SQLite stores them (sqlite_times) or as written, for PostgreSQL to read.
 
     Raises Irregular as soon as the compiled reader refuses a row."""
@@ -120,9 +120,10 @@ def read(
             return
         raise Irregular(str(exc)) from exc
     checks = _Checks(positions, sqlite_times)
+    key = positions["order_id"]
     last_line = table.header_lines
-    carried: pa.Table | None = None  # rows waiting for the next batch
-    carried_lines: pa.Array | None = None
+    held: pa.Table | None = None  # a batch waits for the next, which may go on with its last order
+    held_lines: pa.Array | None = None
     while True:
         try:
             batch = reader.read_next_batch()
@@ -135,15 +136,17 @@ def read(
         lines = _lines(batch, last_line)
         last_line = lines[-1].as_py()
         rows = pa.Table.from_batches([batch])
-        if carried is not None:
-            rows = pa.concat_tables([carried, rows]).combine_chunks()
-            lines = pa.concat_arrays([carried_lines, lines])
-        keep = _waiting(rows, positions["order_id"])
-        carried, carried_lines = rows.slice(keep), lines.slice(keep)
-        if keep:
-            yield checks(rows.slice(0, keep), lines.slice(0, keep))
-    if carried is not None and carried.num_rows:
-        yield checks(carried, carried_lines)
+        if held is not None:
+            start = _continued_from(held, rows, key)
+            if start < held.num_rows:  # the order goes on in this batch: its rows move there
+                rows = pa.concat_tables([held.slice(start), rows]).combine_chunks()
+                lines = pa.concat_arrays([held_lines.slice(start), lines])
+                held, held_lines = held.slice(0, start), held_lines.slice(0, start)
+            if held.num_rows:
+                yield checks(held, held_lines)
+        held, held_lines = rows, lines
+    if held is not None and held.num_rows:
+        yield checks(held, held_lines)
 
 
 def _lines(batch: pa.RecordBatch, last_line: int) -> pa.Array:
@@ -157,15 +160,15 @@ def _lines(batch: pa.RecordBatch, last_line: int) -> pa.Array:
     return pc.add(pc.cumulative_sum(pc.cast(steps, pa.int64())), last_line)
 
 
-def _waiting(rows: pa.Table, key_index: int) -> int:
-    """Where the batch's last order begins: its rows wait for the next batch, which may hold
-    more of them. Keys compare as the per-row grouping compares them (stripped)."""
-    keys = rows.column(key_index)
+def _continued_from(held: pa.Table, rows: pa.Table, key_index: int) -> int:
+    """Where the held batch's last order begins if the next batch goes on with it (its first row
+    has the same order id), else the held batch's length. Keys compare as the per-row grouping
+    compares them (stripped); only the rows at the seam are looked at, in Python."""
+    keys = held.column(key_index)
     last = keys[-1].as_py().strip()
-    start = rows.num_rows - 1
-    if not last:
-        return start
-    # Only the trailing rows are looked at in Python: stop at the first different key.
+    if not last or rows.column(key_index)[0].as_py().strip() != last:
+        return held.num_rows
+    start = held.num_rows - 1
     while start > 0 and keys[start - 1].as_py().strip() == last:
         start -= 1
     return start
@@ -217,7 +220,7 @@ class _Checks:
             no = pc.is_in(answers, value_set=_NO)
             ok = pc.and_(ok, pc.or_(pc.or_(yes, no), pc.equal(answers, "")))
             unknown = pa.scalar(None, pa.bool_())
-            consents = pc.if_else(yes, True, pc.if_else(no, False, unknown)).to_pylist()
+            consents = pc.if_else(yes, True, pc.if_else(no, False, unknown))
         accepted = None
         slow: dict[int, tuple[int, list[str]]] = {}
         if not _all(ok):
@@ -227,13 +230,13 @@ class _Checks:
             if refused:
                 slow = dict(zip(refused, _python_rows(rows, lines, refused), strict=True))
         return QuickRows(
-            order_ids=ids.to_pylist(),
-            emails=pc.ascii_lower(emails).to_pylist(),
-            placed_at=(_sqlite_time(placed) if self.sqlite_times else placed).to_pylist(),
-            amounts=_minor_units(totals).to_pylist(),
-            currencies=pc.ascii_upper(currencies).to_pylist(),
-            first_names=first.to_pylist(),
-            last_names=last.to_pylist(),
+            order_ids=ids,
+            emails=pc.ascii_lower(emails),
+            placed_at=_sqlite_time(placed) if self.sqlite_times else placed,
+            amounts=_minor_units(totals),
+            currencies=pc.ascii_upper(currencies),
+            first_names=first,
+            last_names=last,
             consents=consents,
             accepted=accepted,
             slow=slow,
