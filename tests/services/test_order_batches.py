@@ -5,7 +5,10 @@ line, whatever the file holds."""
 from __future__ import annotations
 
 import io
+from datetime import UTC, datetime
 
+import pyarrow as pa
+import pyarrow.compute as pc
 import pytest
 import sqlalchemy as sa
 from hypothesis import HealthCheck, given, settings
@@ -15,6 +18,7 @@ from app.exceptions import UnreadableFile
 from app.extensions import db
 from app.models import Customer, Order, Suppression, utcnow
 from app.services import imports, order_batches
+from app.services.csvfiles import parse_amount
 from app.services.imports import import_orders
 
 HEADER = "order_id,email,placed_at,total,currency,first_name,last_name,accepts_marketing\n"
@@ -323,3 +327,43 @@ def test_an_order_id_repeated_within_a_clean_batch_is_one_order_and_the_later_ro
         "1 suppressed (no marketing consent)"
     )
     assert [(row.external_id, row.amount) for row in quick[3]["orders"]] == [("1", 1500), ("2", 2000)]
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.lists(
+        st.from_regex(r"\A\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ\Z", fullmatch=True)
+        | st.datetimes().map(lambda moment: f"{moment:%Y-%m-%dT%H:%M:%S}Z"),
+        min_size=1,
+        max_size=30,
+    )
+)
+def test_quick_utc_times_are_exactly_those_fromisoformat_reads(cells):
+    accepted = order_batches._utc_seconds(pa.array(cells, pa.string())).to_pylist()
+    for cell, quick in zip(cells, accepted, strict=True):
+        try:
+            moment = datetime.fromisoformat(cell)
+        except ValueError:
+            moment = None
+        if quick:  # accepted: a real moment, stored as the text the full parser stores
+            assert moment is not None
+            stored = order_batches._sqlite_time(pa.array([cell])).to_pylist()[0]
+            assert stored == moment.astimezone(UTC).isoformat(" ", "microseconds")[:26]
+        elif cell.isascii() and moment is not None:
+            pytest.fail(f"{cell!r} is a real moment the quick check refused")
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.lists(
+        st.from_regex(r"\A\d{1,11}(\.\d{1,2})?\Z", fullmatch=True) | st.text(max_size=8),
+        min_size=1,
+        max_size=30,
+    )
+)
+def test_quick_amounts_are_exactly_what_parse_amount_reads(cells):
+    plain = pc.match_substring_regex(pa.array(cells, pa.string()), order_batches._PLAIN_AMOUNT).to_pylist()
+    amounts = order_batches._minor_units(pa.array(cells, pa.string())).to_pylist()
+    for cell, is_plain, amount in zip(cells, plain, amounts, strict=True):
+        if is_plain:
+            assert amount == parse_amount(cell)
