@@ -1066,9 +1066,11 @@ def _write_quick_batch(run: _Run, source: str, batch: order_batches.QuickRows, s
     currencies = batch.currencies
     position = pc.subtract(pc.cumulative_sum(pa.repeat(1, rows)), 1)
     if pc.count_distinct(order_ids).as_py() < rows:  # an order id listed twice: the later row wins
-        latest = pa.table({"id": order_ids, "row": position}).group_by("id", use_threads=False)
-        last_rows = latest.aggregate([("row", "max")]).column("row_max")
-        kept = pc.take(last_rows, pc.sort_indices(last_rows))
+        # Each order's last row, in the order of first appearance (as a dict keyed by id keeps
+        # them, row by row): the ids the database gives the orders follow that order.
+        spans = pa.table({"id": order_ids, "row": position}).group_by("id", use_threads=False)
+        spans = spans.aggregate([("row", "min"), ("row", "max")])
+        kept = pc.take(spans.column("row_max"), pc.sort_indices(spans.column("row_min")))
         order_ids, emails, placed, amounts, currencies = (
             pc.take(column, kept) for column in (order_ids, emails, placed, amounts, currencies)
         )
@@ -1351,7 +1353,9 @@ def _derive_figures(run: _Run) -> None:
     latest_currency = (
         sa.select(latest.c.currency)
         .where(latest.c.customer_id == totals.c.customer_id)
-        .order_by(latest.c.placed_at.desc(), latest.c.id.desc())
+        # Two orders placed in the same second: the order id that sorts last (as the file writes
+        # it) decides, not the order in which the database happened to store them.
+        .order_by(latest.c.placed_at.desc(), latest.c.external_id.desc(), latest.c.id.desc())
         .limit(1)
         .correlate(totals)  # also where it sits inside spent_in_latest
         .scalar_subquery()
