@@ -1,9 +1,12 @@
-"""Importing customers and orders from CSV files: streamed, validated row by row, and written
-set-based, a batch at a time, through temporary staging tables.
+"""Importing customers and orders from CSV files: streamed, validated, and written set-based, a
+batch at a time.
 
-Each batch of valid rows is loaded into a staging table (COPY on PostgreSQL, executemany on
-SQLite); a handful of `INSERT … SELECT` and `UPDATE … FROM` statements then move it into the
-real tables. One import is one transaction: it commits once at the end, or changes nothing."""
+Orders files are read by the compiled reader of order_batches where they can be (every row it
+does not accept comes back here to the per-row parser); customers and suppression files row by
+row. Each batch of valid rows is loaded into a staging table (COPY on PostgreSQL, executemany on
+SQLite), and a handful of `INSERT … SELECT` and `UPDATE … FROM` statements move it into the real
+tables; on SQLite, orders go straight into their table by executemany, with their customer ids.
+One import is one transaction: it commits once at the end, or changes nothing."""
 
 from __future__ import annotations
 
@@ -1154,14 +1157,14 @@ def _upsert_orders_by_id(run: _Run, rows: Iterable[tuple]) -> int:
         cursor.close()
 
 
-_ORDER_COLUMNS = ("source", "external_id", "customer_id", "placed_at", "amount", "currency")
+_UPSERTED_COLUMNS = ("source", "external_id", "customer_id", "placed_at", "amount", "currency")
 
 
 def _order_upsert_sql() -> str:
     """INSERT … ON CONFLICT DO UPDATE of one order, for SQLite's driver (positional values in
-    _ORDER_COLUMNS order); the update happens only where something differs."""
+    _UPSERTED_COLUMNS order); the update happens only where something differs."""
     orders = _orders
-    statement = sqlite_insert(orders).values({name: sa.bindparam(name) for name in _ORDER_COLUMNS})
+    statement = sqlite_insert(orders).values({name: sa.bindparam(name) for name in _UPSERTED_COLUMNS})
     new = statement.excluded
     changeable = ("customer_id", "placed_at", "amount", "currency")
     statement = statement.on_conflict_do_update(
@@ -1170,7 +1173,7 @@ def _order_upsert_sql() -> str:
         where=sa.or_(*(orders.c[name] != new[name] for name in changeable)),
     )
     compiled = statement.compile(dialect=sqlite_dialect())
-    if tuple(compiled.positiontup or ()) != _ORDER_COLUMNS:
+    if tuple(compiled.positiontup or ()) != _UPSERTED_COLUMNS:
         raise RuntimeError(f"unexpected parameter order {compiled.positiontup}")
     return compiled.string
 
