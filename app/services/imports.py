@@ -753,6 +753,7 @@ def _import_order_rows(
     clean slate."""
     if stream is not None:
         savepoint = db.session.begin_nested()
+        db.session.connection()  # the SAVEPOINT is sent when the session next hands out the connection
         try:
             _write_order_rows(run, source, progress, _quick_orders(run, stream))
         except order_batches.Irregular:
