@@ -1,5 +1,9 @@
 """The app factory, configuration and health check."""
 
+import subprocess
+import sys
+from pathlib import Path
+
 import pytest
 
 import config
@@ -124,3 +128,17 @@ def test_plain_hooks_are_remembered_and_coroutines_still_go_through_flask(app):
 
     unhashable = Unhashable()
     assert app.ensure_sync(unhashable) is unhashable
+
+
+def test_starting_the_app_does_not_load_the_compiled_csv_reader():
+    # pyarrow costs every process about 65 MiB; only an orders import needs it.
+    script = (
+        "import sys; from app import create_app; from config import TestingConfig; "
+        "import app.cli, app.tasks; create_app(TestingConfig, SQLALCHEMY_DATABASE_URI='sqlite://'); "
+        "print('pyarrow' in sys.modules)"
+    )
+    root = Path(__file__).resolve().parent.parent
+    done = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, check=True, cwd=root
+    )
+    assert done.stdout.strip() == "False"

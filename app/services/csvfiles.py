@@ -183,7 +183,9 @@ def _parse_other(value: str, day_first: bool) -> datetime:
 
 
 _AMOUNT_JUNK = re.compile(r"[^\d.,\-]")
-_PLAIN_AMOUNT = re.compile(r"(\d{1,11})(?:\.(\d\d?))?")
+# The usual `1234.50`; order_batches checks whole columns against the same pattern.
+PLAIN_AMOUNT_PATTERN = r"(\d{1,11})(?:\.(\d\d?))?"
+_PLAIN_AMOUNT = re.compile(PLAIN_AMOUNT_PATTERN)
 # Larger amounts are refused: no real order comes near, and sums of them must fit 64 bits.
 MAX_AMOUNT = 10**13  # minor units: 100,000,000,000.00
 MAX_COUNT = 10**9
@@ -235,8 +237,10 @@ def parse_currency(value: str) -> str:
     return code
 
 
-_YES = {"yes", "y", "true", "1", "subscribed", "opted_in", "optedin"}
-_NO = {"no", "n", "false", "0", "unsubscribed", "not_subscribed", "notsubscribed", "opted_out"}
+YES_WORDS = frozenset({"yes", "y", "true", "1", "subscribed", "opted_in", "optedin"})
+NO_WORDS = frozenset(
+    {"no", "n", "false", "0", "unsubscribed", "not_subscribed", "notsubscribed", "opted_out"}
+)
 
 
 def parse_yes_no(value: str) -> bool | None:
@@ -244,9 +248,9 @@ def parse_yes_no(value: str) -> bool | None:
     text = value.strip().lower().replace(" ", "_")
     if not text:
         return None
-    if text in _YES:
+    if text in YES_WORDS:
         return True
-    if text in _NO:
+    if text in NO_WORDS:
         return False
     raise ValueError("expected yes or no")
 

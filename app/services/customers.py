@@ -17,6 +17,14 @@ from app.extensions import db
 from app.models import Customer, CustomerStatus, Invitation, Order, Response, Suppression
 from app.services import scoring, suppressions
 
+# Lower-case addresses made of letters, digits and `._+-` at an ordinary domain (groups: the
+# domain, its top-level label): a subset of what email_validator accepts, with the same answer
+# once the domain has no `--` and is not special-use. The importers check the common address
+# against it before calling normalise_email.
+PLAIN_EMAIL_PATTERN = (
+    r"[a-z0-9_+\-]+(?:\.[a-z0-9_+\-]+)*@((?:[a-z0-9](?:[a-z0-9\-]{0,61}[a-z0-9])?\.)+([a-z]{2,63}))"
+)
+
 
 def normalise_email(raw: str) -> str:
     """A validated address in one canonical form: `A@X.com ` and `a@x.com` are one customer.

@@ -11,17 +11,15 @@ One import is one transaction: it commits once at the end, or changes nothing.""
 from __future__ import annotations
 
 import contextlib
-import itertools
+import functools
 import os
 import re
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Collection, Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import IO
+from typing import IO, TYPE_CHECKING
 from zoneinfo import ZoneInfo
 
-import pyarrow as pa
-import pyarrow.compute as pc
 import sqlalchemy as sa
 from email_validator import SPECIAL_USE_DOMAIN_NAMES
 from flask import current_app
@@ -33,7 +31,7 @@ from app.exceptions import InvalidInput, RowError, UnreadableFile
 from app.extensions import db
 from app.models import Customer, CustomerStatus, Order, Suppression, SuppressionReason
 from app.models.base import UTCDateTime
-from app.services import order_batches, scoring, suppressions
+from app.services import scoring, suppressions
 from app.services.csvfiles import (
     CsvRows,
     ErrorReport,
@@ -47,8 +45,11 @@ from app.services.csvfiles import (
     parse_locale,
     parse_yes_no,
 )
-from app.services.customers import normalise_email
+from app.services.customers import PLAIN_EMAIL_PATTERN, normalise_email
 from app.services.sql import upsert
+
+if TYPE_CHECKING:
+    from app.services import order_batches
 
 BATCH_SIZE = 10_000  # rows per batch on SQLite, which joins a batch by index lookups
 # PostgreSQL joins a batch to customers and orders by hashing them whole: fewer, larger batches.
@@ -249,6 +250,10 @@ def import_orders(
     with foreign_keys_unchecked():
         run = _Run(table, positions, now=now, day_first=day_first, error_report=error_report)
     run.load_size = _size(stream)
+    # Imported here, not with this module: pyarrow adds about 65 MiB and a fifth of a second to
+    # every process that loads it, and web and worker processes mostly never import orders.
+    from app.services import order_batches
+
     quick = stream if order_batches.usable(stream, error_report) else None
     return run.transaction(strict, lambda: _import_order_rows(run, source, progress, quick))
 
@@ -401,9 +406,7 @@ class _Run:
 
 
 _UTC_SECONDS = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ")
-_PLAIN_EMAIL = re.compile(
-    r"[a-z0-9_+\-]+(?:\.[a-z0-9_+\-]+)*@((?:[a-z0-9](?:[a-z0-9\-]{0,61}[a-z0-9])?\.)+([a-z]{2,63}))"
-)
+_PLAIN_EMAIL = re.compile(PLAIN_EMAIL_PATTERN)
 _SPECIAL_USE = frozenset(SPECIAL_USE_DOMAIN_NAMES)
 
 
@@ -751,6 +754,8 @@ def _import_order_rows(
     """Read the file with the compiled reader when it can go back to the start (`stream`), else
     row by row; a file the compiled reader refuses part-way is read again row by row, from a
     clean slate."""
+    from app.services import order_batches  # see import_orders
+
     if stream is not None:
         savepoint = db.session.begin_nested()
         db.session.connection()  # the SAVEPOINT is sent when the session next hands out the connection
@@ -771,6 +776,8 @@ def _quick_orders(
     """Every valid order of the file, in file order, from the compiled reader: a batch whose
     every row its checks accept as it is; otherwise row by row, the accepted rows as they are
     and the others through the per-row parser."""
+    from app.services import order_batches  # see import_orders
+
     parse = _OrderParser(run)
     batches = order_batches.read(stream, run.table, run.positions, sqlite_times=not run.postgresql)
     for batch in batches:
@@ -790,12 +797,10 @@ def _quick_orders(
         ):
             if accepted:
                 yield order, first_name, last_name, consent
-            elif index in slow:
-                line, cells = slow[index]
-                if "".join(cells).strip():  # the csv module's reader skips a blank row
-                    parsed = parse(line, cells, None)
-                    if parsed is not None:
-                        yield parsed
+            elif index in slow:  # (blank rows are in neither, as the csv module skips them)
+                parsed = parse(*slow[index], None)
+                if parsed is not None:
+                    yield parsed
 
 
 def _parsed_orders(
@@ -819,7 +824,7 @@ def _write_order_rows(
     is), then derive the changed customers' figures."""
     stages = [_customer_stage, _order_stage, _changed_orders]
     _create_stages(run, stages)
-    _create_change_triggers(run)
+    _create_change_trigger(run)
     rebuilt = _indexes_to_rebuild(run)
     for index in rebuilt:
         index.drop(run.connection)
@@ -831,16 +836,16 @@ def _write_order_rows(
     people: dict[str, list] = {}
     total = 0
     for parsed in parsed_orders:
-        if isinstance(parsed, order_batches.QuickRows):
+        if not isinstance(parsed, tuple):  # a batch the compiled reader accepted whole
             if orders or people:  # what came before is written first: the later row wins
-                _write_orders(run, source, orders, people, staged)
+                _write_orders(run, source, orders.values(), people, staged)
                 if progress:
                     progress(len(orders))
                 orders, people = {}, {}
-            rows = _write_quick_batch(run, source, parsed, staged)
-            total += rows
+            _write_orders(run, source, parsed.orders(), parsed.people(staged, _CONSENT_FLAGS), staged)
+            total += len(parsed.order_ids)
             if progress:
-                progress(rows)
+                progress(len(parsed.order_ids))
             continue
         total += 1
         order, first_name, last_name, consent = parsed
@@ -859,17 +864,17 @@ def _write_order_rows(
                 if consent is False or person[2] is None:
                     person[2] = consent
         if len(orders) >= run.batch_size:
-            _write_orders(run, source, orders, people, staged)
+            _write_orders(run, source, orders.values(), people, staged)
             if progress:
                 progress(len(orders))
             orders, people = {}, {}
     if orders or people:
-        _write_orders(run, source, orders, people, staged)
+        _write_orders(run, source, orders.values(), people, staged)
         if progress:
             progress(len(orders))
     for index in rebuilt:
         index.create(run.connection)
-    _drop_change_triggers(run)
+    _drop_change_trigger(run)
     _count_orders(run, total)
     _derive_figures(run)
     _drop_stages(run, stages)
@@ -908,8 +913,6 @@ def _order_groups(
     current_key = ""
     taken: dict[int, int] | None = None
     for line, cells in rows:
-        if not "".join(cells).strip():
-            continue  # a blank row (the csv module's reader skips them itself)
         key = cells[key_index].strip()
         if current is not None and key and key == current_key:
             for index in indexes:
@@ -989,18 +992,23 @@ _CONSENT_FLAGS = {None: 0, False: 4, True: 8}  # what a row's answer adds to the
 
 
 def _write_orders(
-    run: _Run, source: str, orders: dict[str, tuple], people: dict[str, list], staged: dict[str, int]
+    run: _Run,
+    source: str,
+    orders: Collection[tuple],
+    people: dict[str, list],
+    staged: dict[str, int],
 ) -> None:
-    """Write one batch: new customers first, then the orders that are new or changed."""
+    """Write one batch, (order id, address, placed, amount, currency) each, with the people of
+    its rows: new customers first, then the orders that are new or changed."""
     fresh = _write_people(run, people)
     if orders:
         if run.postgresql:
-            _write_staged_orders(run, source, list(orders.values()))
+            _write_staged_orders(run, source, list(orders))
         else:
             ids = run.customer_ids
             rows = [
                 (source, order_id, ids[email], placed_at, amount, currency)
-                for order_id, email, placed_at, amount, currency in orders.values()
+                for order_id, email, placed_at, amount, currency in orders
             ]
             run.written += _upsert_orders_by_id(run, rows)
     _remember_staged(run, people, staged, fresh)
@@ -1062,90 +1070,6 @@ def _write_staged_orders(run: _Run, source: str, rows: list[tuple]) -> None:
     _clear(run, _order_stage)
 
 
-def _write_quick_batch(run: _Run, source: str, batch: order_batches.QuickRows, staged: dict[str, int]) -> int:
-    """Write a batch the compiled reader accepted whole, column by column: what the per-row
-    loop of _write_order_rows does, with the per-row work in Arrow. Returns its rows."""
-    rows = len(batch.order_ids)
-    order_ids, emails, placed, amounts = batch.order_ids, batch.emails, batch.placed_at, batch.amounts
-    currencies = batch.currencies
-    position = pc.subtract(pc.cumulative_sum(pa.repeat(1, rows)), 1)
-    if pc.count_distinct(order_ids).as_py() < rows:  # an order id listed twice: the later row wins
-        # Each order's last row, in the order of first appearance (as a dict keyed by id keeps
-        # them, row by row): the ids the database gives the orders follow that order.
-        spans = pa.table({"id": order_ids, "row": position}).group_by("id", use_threads=False)
-        spans = spans.aggregate([("row", "min"), ("row", "max")])
-        kept = pc.take(spans.column("row_max"), pc.sort_indices(spans.column("row_min")))
-        order_ids, emails, placed, amounts, currencies = (
-            pc.take(column, kept) for column in (order_ids, emails, placed, amounts, currencies)
-        )
-    people = _people_of(batch, position, staged)
-    fresh = _write_people(run, people)
-    addresses = pc.unique(emails)
-    at = pc.index_in(emails, value_set=addresses)
-    if run.postgresql:
-        columns = (order_ids, emails, placed, amounts, currencies)
-        _write_staged_orders(run, source, list(zip(*(column.to_pylist() for column in columns), strict=True)))
-    else:
-        ids = run.customer_ids
-        customer_ids = pc.take(pa.array([ids[email] for email in addresses.to_pylist()], pa.int64()), at)
-        columns = (order_ids, customer_ids, placed, amounts, currencies)
-        values = zip(itertools.repeat(source), *(column.to_pylist() for column in columns))
-        run.written += _upsert_orders_by_id(run, values)
-    _remember_staged(run, people, staged, fresh)
-    return rows
-
-
-def _people_of(batch: order_batches.QuickRows, position: pa.Array, staged: dict[str, int]) -> dict[str, list]:
-    """The batch's people to stage, as the per-row loop of _write_order_rows finds them: each
-    address whose rows add something to what was staged for it (a first stage, a name, an
-    explicit no or yes), with the name of the first such row that has one, and no to marketing
-    when any row says no (else yes when any says yes)."""
-    emails, first_names, last_names = batch.emails, batch.first_names, batch.last_names
-    rows = len(emails)
-    addresses = pc.unique(emails)
-    at = pc.index_in(emails, value_set=addresses)
-    flags = pc.take(pa.array([staged.get(email, 0) for email in addresses.to_pylist()], pa.int64()), at)
-    named = pc.or_(pc.not_equal(first_names, ""), pc.not_equal(last_names, ""))
-    if batch.consents is None:
-        said_no = said_yes = pa.repeat(False, rows)
-    else:
-        said_no = pc.fill_null(pc.equal(batch.consents, False), False)
-        said_yes = pc.fill_null(pc.equal(batch.consents, True), False)
-    wanted = pc.add(pc.multiply(pc.cast(named, pa.int64()), 2), 1)
-    wanted = pc.add(wanted, pc.multiply(pc.cast(said_no, pa.int64()), _CONSENT_FLAGS[False]))
-    wanted = pc.add(wanted, pc.multiply(pc.cast(said_yes, pa.int64()), _CONSENT_FLAGS[True]))
-    needed = pc.not_equal(pc.bit_wise_and(wanted, pc.bit_wise_not(flags)), 0)
-    if not pc.any(needed).as_py():
-        return {}
-    unnamed = rows  # beyond every row: no row of this address has a name
-    table = pa.table(
-        {
-            "email": emails,
-            "named_row": pc.if_else(named, position, unnamed),
-            "no": said_no,
-            "yes": said_yes,
-        }
-    ).filter(needed)
-    groups = table.group_by("email", use_threads=False).aggregate(
-        [("named_row", "min"), ("no", "any"), ("yes", "any")]
-    )
-    first_row = groups.column("named_row_min")
-    has_name = pc.less(first_row, unnamed)
-    taken = pc.if_else(has_name, first_row, 0)
-    firsts = pc.if_else(has_name, pc.take(first_names, taken), "").to_pylist()
-    lasts = pc.if_else(has_name, pc.take(last_names, taken), "").to_pylist()
-    unknown = pa.scalar(None, pa.bool_())
-    answers = pc.if_else(groups.column("no_any"), False, pc.if_else(groups.column("yes_any"), True, unknown))
-    if batch.consents is None:
-        answers = pa.nulls(len(groups), pa.bool_())
-    return {
-        email: [first, last, answer]
-        for email, first, last, answer in zip(
-            groups.column("email").to_pylist(), firsts, lasts, answers.to_pylist(), strict=True
-        )
-    }
-
-
 def _upsert_orders_by_id(run: _Run, rows: Iterable[tuple]) -> int:
     """SQLite: insert the new orders and update the changed ones straight from the batch, each
     (source, order id, customer id, placed, amount, currency). The import's trigger notes each
@@ -1161,6 +1085,7 @@ def _upsert_orders_by_id(run: _Run, rows: Iterable[tuple]) -> int:
 _UPSERTED_COLUMNS = ("source", "external_id", "customer_id", "placed_at", "amount", "currency")
 
 
+@functools.cache
 def _order_upsert_sql() -> str:
     """INSERT … ON CONFLICT DO UPDATE of one order, for SQLite's driver (positional values in
     _UPSERTED_COLUMNS order); the update happens only where something differs."""
@@ -1182,31 +1107,27 @@ def _order_upsert_sql() -> str:
 # SQLite: every order the import changes is noted in the changes table as it is changed. New
 # orders are not: they are those with an id above the largest before the import (it holds the
 # write lock, and SQLite gives a new row the largest id plus one), which costs nothing per row.
-_CHANGE_TRIGGERS = {
-    "winback_import_order_changed": (
-        "AFTER UPDATE ON main.orders BEGIN INSERT INTO winback_import_changes "
-        "(customer_id, old_customer_id, is_new) VALUES (NEW.customer_id, OLD.customer_id, 0); END"
-    ),
-}
+_CHANGE_TRIGGER = "winback_import_order_changed"
+_CHANGE_TRIGGER_BODY = (
+    "AFTER UPDATE ON main.orders BEGIN INSERT INTO winback_import_changes "
+    "(customer_id, old_customer_id, is_new) VALUES (NEW.customer_id, OLD.customer_id, 0); END"
+)
 
 
-def _create_change_triggers(run: _Run) -> None:
-    """Temporary triggers (this connection only, gone with a rollback) that note every order
-    the import changes; and the largest order id before the import, above which are its new
-    orders."""
+def _create_change_trigger(run: _Run) -> None:
+    """SQLite: a temporary trigger (this connection only, gone with a rollback) that notes every
+    order the import changes; and the largest order id before the import, above which are its
+    new orders."""
     if run.postgresql:
         return
     run.orders_before = run.connection.execute(sa.select(sa.func.max(_orders.c.id))).scalar() or 0
-    for name, body in _CHANGE_TRIGGERS.items():
-        run.connection.exec_driver_sql(f"DROP TRIGGER IF EXISTS temp.{name}")
-        run.connection.exec_driver_sql(f"CREATE TEMP TRIGGER {name} {body}")
+    run.connection.exec_driver_sql(f"DROP TRIGGER IF EXISTS temp.{_CHANGE_TRIGGER}")
+    run.connection.exec_driver_sql(f"CREATE TEMP TRIGGER {_CHANGE_TRIGGER} {_CHANGE_TRIGGER_BODY}")
 
 
-def _drop_change_triggers(run: _Run) -> None:
-    if run.postgresql:
-        return
-    for name in _CHANGE_TRIGGERS:
-        run.connection.exec_driver_sql(f"DROP TRIGGER IF EXISTS temp.{name}")
+def _drop_change_trigger(run: _Run) -> None:
+    if not run.postgresql:
+        run.connection.exec_driver_sql(f"DROP TRIGGER IF EXISTS temp.{_CHANGE_TRIGGER}")
 
 
 def _complete_customers(run: _Run) -> None:

@@ -20,7 +20,8 @@ import pyarrow.compute as pc
 import pyarrow.csv as pa_csv
 from email_validator import SPECIAL_USE_DOMAIN_NAMES
 
-from app.services.csvfiles import CsvRows
+from app.services.csvfiles import NO_WORDS, PLAIN_AMOUNT_PATTERN, YES_WORDS, CsvRows
+from app.services.customers import PLAIN_EMAIL_PATTERN
 
 # Bytes per batch: large enough that the per-batch work is small beside the per-row work, small
 # enough that memory does not grow with the file. PostgreSQL joins each batch to customers and
@@ -33,18 +34,16 @@ BLOCK_BYTES = 4 << 20
 _EDGE = r"[^\x00-\x20\x7f\x85\xa0\x{1680}\x{2000}-\x{200a}\x{2028}\x{2029}\x{202f}\x{205f}\x{3000}]"
 _MIDDLE = r"[^\x00-\x08\x0b\x0c\x0e-\x1f\x7f]"
 _CLEAN_TEXT = f"^{_EDGE}(?:{_MIDDLE}*{_EDGE})?$"
-# The plain addresses fast_normalise_email accepts by its regular expression, in any case.
-_PLAIN_EMAIL = (
-    r"^[A-Za-z0-9_+\-]+(?:\.[A-Za-z0-9_+\-]+)*@"
-    r"(?:[A-Za-z0-9](?:[A-Za-z0-9\-]{0,61}[A-Za-z0-9])?\.)+[A-Za-z]{2,63}$"
-)
+# Arrow's regular expressions (RE2) read `\d` as an ASCII digit only: a subset of what Python's
+# reads, so whatever these accept the per-row parser accepts too.
+_PLAIN_EMAIL = f"^{PLAIN_EMAIL_PATTERN}$"  # on the lower-cased cell, as fast_normalise_email
 _SPECIAL_USE_END = r"\.(?:" + "|".join(SPECIAL_USE_DOMAIN_NAMES) + ")$"
 # Year 0001-9999, month, day 01-31, hour, minute and second in range.
 _UTC_SECONDS = (
     r"^(?:[1-9]\d{3}|0[1-9]\d\d|00[1-9]\d|000[1-9])-(?:0[1-9]|1[0-2])-(?:0[1-9]|[12]\d|3[01])"
     r"T(?:[01]\d|2[0-3]):[0-5]\d:[0-5]\dZ$"
 )
-_PLAIN_AMOUNT = r"^\d{1,11}(?:\.\d\d?)?$"
+_PLAIN_AMOUNT = f"^{PLAIN_AMOUNT_PATTERN}$"
 _CURRENCY = r"^[A-Za-z]{3}$"
 
 
@@ -68,6 +67,71 @@ class QuickRows:
     consents: pa.Array | None  # True, False or null (unknown); None without such a column
     accepted: list[bool] | None  # None: every row; else which rows the checks accepted
     slow: dict[int, tuple[int, list[str]]]  # row index -> (line, cells) for the per-row parser
+
+    def orders(self) -> list[tuple[str, str, object, int, str]]:
+        """(order id, address, placed, amount, currency) of every order, for a batch the checks
+        accepted whole: an order listed twice takes its last row, in the place of its first (as
+        a dict keyed by order id keeps them, row by row)."""
+        columns = [self.order_ids, self.emails, self.placed_at, self.amounts, self.currencies]
+        rows = len(self.order_ids)
+        if pc.count_distinct(self.order_ids).as_py() < rows:
+            spans = pa.table({"id": self.order_ids, "row": _positions(rows)})
+            spans = spans.group_by("id", use_threads=False).aggregate([("row", "min"), ("row", "max")])
+            kept = pc.take(spans.column("row_max"), pc.sort_indices(spans.column("row_min")))
+            columns = [pc.take(column, kept) for column in columns]
+        return list(zip(*(column.to_pylist() for column in columns), strict=True))
+
+    def people(self, staged: dict[str, int], consent_flags: dict[bool | None, int]) -> dict[str, list]:
+        """The batch's people to stage, as the per-row loop of imports._write_order_rows finds
+        them: each address whose rows add something to what was staged for it (`staged`, flags:
+        1 staged, 2 with a name, and consent_flags of an answer), with the name of the first
+        such row that has one, and no to marketing when any row says no (else yes when any says
+        yes). Returns {address: [first name, last name, consent]}."""
+        emails, first_names, last_names = self.emails, self.first_names, self.last_names
+        rows = len(emails)
+        addresses = pc.unique(emails)
+        at = pc.index_in(emails, value_set=addresses)
+        flags = pc.take(pa.array([staged.get(email, 0) for email in addresses.to_pylist()], pa.int64()), at)
+        named = pc.or_(pc.not_equal(first_names, ""), pc.not_equal(last_names, ""))
+        if self.consents is None:
+            said_no = said_yes = pa.repeat(False, rows)
+        else:
+            said_no = pc.fill_null(pc.equal(self.consents, False), False)
+            said_yes = pc.fill_null(pc.equal(self.consents, True), False)
+        wanted = pc.add(pc.multiply(pc.cast(named, pa.int64()), 2), 1)
+        wanted = pc.add(wanted, pc.multiply(pc.cast(said_no, pa.int64()), consent_flags[False]))
+        wanted = pc.add(wanted, pc.multiply(pc.cast(said_yes, pa.int64()), consent_flags[True]))
+        needed = pc.not_equal(pc.bit_wise_and(wanted, pc.bit_wise_not(flags)), 0)
+        if not _any(needed):
+            return {}
+        unnamed = rows  # beyond every row: no row of this address has a name
+        table = pa.table(
+            {
+                "email": emails,
+                "named_row": pc.if_else(named, _positions(rows), unnamed),
+                "no": said_no,
+                "yes": said_yes,
+            }
+        ).filter(needed)
+        groups = table.group_by("email", use_threads=False).aggregate(
+            [("named_row", "min"), ("no", "any"), ("yes", "any")]
+        )
+        first_row = groups.column("named_row_min")
+        has_name = pc.less(first_row, unnamed)
+        taken = pc.if_else(has_name, first_row, 0)
+        firsts = pc.if_else(has_name, pc.take(first_names, taken), "").to_pylist()
+        lasts = pc.if_else(has_name, pc.take(last_names, taken), "").to_pylist()
+        if self.consents is None:
+            answers = [None] * len(groups)
+        else:
+            unknown = pa.scalar(None, pa.bool_())
+            yes_or_unknown = pc.if_else(groups.column("yes_any"), True, unknown)
+            answers = pc.if_else(groups.column("no_any"), False, yes_or_unknown).to_pylist()
+        emails_of = groups.column("email").to_pylist()
+        return {
+            email: [first, last, answer]
+            for email, first, last, answer in zip(emails_of, firsts, lasts, answers, strict=True)
+        }
 
 
 @dataclass
@@ -123,9 +187,9 @@ def read(
                 quoted_strings_can_be_null=False,
             ),
         )
-    except (pa.ArrowInvalid, StopIteration) as exc:  # an empty body raises StopIteration in Arrow
-        if isinstance(exc, StopIteration):
-            return
+    except StopIteration:  # Arrow's answer to a header with nothing after it
+        return
+    except pa.ArrowInvalid as exc:
         raise Irregular(str(exc)) from exc
     checks = _Checks(positions, sqlite_times)
     key = positions["order_id"]
@@ -202,7 +266,7 @@ class _Checks:
         following = ids.slice(1)
         repeated = pc.and_(pc.equal(following, ids.slice(0, len(ids) - 1)), pc.not_equal(following, ""))
         if _any(repeated) or not _all(pc.or_(pc.equal(ids, ""), _clean(ids, 100))):
-            return SlowRows(_python_rows(rows, lines, None))
+            return SlowRows([row for row in _python_rows(rows, lines, None) if _filled(row)])
         ok = pc.and_(pc.not_equal(ids, ""), _clean(ids, 100))
         emails = rows.column(self.email).combine_chunks()
         ok = pc.and_(ok, _email(emails))
@@ -212,7 +276,7 @@ class _Checks:
         ok = pc.and_(ok, pc.match_substring_regex(totals, _PLAIN_AMOUNT))
         currencies = rows.column(self.currency).combine_chunks()
         ok = pc.and_(ok, pc.match_substring_regex(currencies, _CURRENCY))
-        empty = pa.array([""] * len(ids), pa.string())
+        empty = pa.repeat("", len(ids))
         first = rows.column(self.first_name).combine_chunks() if self.first_name is not None else empty
         last = rows.column(self.last_name).combine_chunks() if self.last_name is not None else empty
         for names in (first, last):
@@ -236,7 +300,8 @@ class _Checks:
             accepted = pc.and_(ok, pc.invert(blank)).to_pylist()
             refused = pc.indices_nonzero(pc.invert(pc.or_(ok, blank))).to_pylist()
             if refused:
-                slow = dict(zip(refused, _python_rows(rows, lines, refused), strict=True))
+                pairs = zip(refused, _python_rows(rows, lines, refused), strict=True)
+                slow = {index: row for index, row in pairs if _filled(row)}
         return QuickRows(
             order_ids=ids,
             emails=pc.ascii_lower(emails),
@@ -251,8 +316,13 @@ class _Checks:
         )
 
 
-_YES = pa.array(["yes", "y", "true", "1", "subscribed", "opted_in", "optedin"])
-_NO = pa.array(["no", "n", "false", "0", "unsubscribed", "not_subscribed", "notsubscribed", "opted_out"])
+_YES = pa.array(sorted(YES_WORDS))
+_NO = pa.array(sorted(NO_WORDS))
+
+
+def _positions(rows: int) -> pa.Array:
+    """0, 1, 2 … rows - 1."""
+    return pc.subtract(pc.cumulative_sum(pa.repeat(1, rows)), 1)
 
 
 def _any(mask: pa.Array) -> bool:
@@ -270,8 +340,9 @@ def _clean(cells: pa.Array, limit: int) -> pa.Array:
 
 def _email(cells: pa.Array) -> pa.Array:
     """Addresses fast_normalise_email accepts by its regular expression."""
-    plain = pc.and_(pc.match_substring_regex(cells, _PLAIN_EMAIL), pc.less_equal(pc.utf8_length(cells), 254))
     lowered = pc.ascii_lower(cells)
+    plain = pc.match_substring_regex(lowered, _PLAIN_EMAIL)
+    plain = pc.and_(plain, pc.less_equal(pc.utf8_length(cells), 254))
     odd = pc.or_(
         pc.match_substring_regex(lowered, "@.*--"), pc.match_substring_regex(lowered, _SPECIAL_USE_END)
     )
@@ -312,6 +383,11 @@ def _blank(rows: pa.Table) -> pa.Array:
         empty = pc.equal(column.combine_chunks(), "")
         blank = empty if blank is None else pc.and_(blank, empty)
     return blank
+
+
+def _filled(row: tuple[int, list[str]]) -> bool:
+    """Not a blank row: the csv module's reader skips rows whose cells hold only white space."""
+    return bool("".join(row[1]).strip())
 
 
 def _python_rows(rows: pa.Table, lines: pa.Array, indices: list[int] | None) -> list[tuple[int, list[str]]]:
