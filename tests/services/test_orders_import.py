@@ -105,6 +105,34 @@ def test_a_customer_gets_the_currency_of_their_latest_order_and_the_total_in_it(
     assert (eve.currency, eve.total_spent, eve.orders_count) == ("EUR", 300, 1)
 
 
+def test_of_two_orders_in_the_same_second_the_order_id_that_sorts_last_gives_the_currency(app):
+    rows = [
+        "A-1,ada@example.com,2024-01-01T10:00:00Z,10,GBP,,\n",
+        "A-2,ada@example.com,2024-01-01T10:00:00Z,20,EUR,,\n",
+    ]
+    for listed in (rows, rows[::-1]):  # stored in either order, the same answer
+        db.session.execute(sa.delete(Order))
+        db.session.execute(sa.delete(Customer))
+        db.session.commit()
+        run_import(HEADER + "".join(listed))
+        ada = customers()["ada@example.com"]
+        assert (ada.currency, ada.total_spent) == ("EUR", 2000)
+
+
+def test_a_yes_to_marketing_fills_an_unknown_consent_and_a_no_stays(app):
+    import_customers(
+        io.BytesIO(b"email,accepts_marketing\nada@example.com,\nbob@example.com,no\n"),
+        "customers.csv",
+        now=utcnow(),
+    )
+    header = "order_id,email,placed_at,total,currency,accepts_marketing\n"
+    run_import(header + "1,ada@example.com,2024-01-01,10,GBP,yes\n2,bob@example.com,2024-01-01,10,GBP,yes\n")
+    people = customers()
+    assert people["ada@example.com"].accepts_marketing is True
+    assert people["bob@example.com"].accepts_marketing is False
+    assert people["bob@example.com"].status == CustomerStatus.SUPPRESSED
+
+
 def test_semicolons_bom_loose_headers_and_day_first_dates(app):
     summary = run_import(
         "\ufeffOrder ID;E-Mail;Placed At;TOTAL;Currency\n1;ada@example.com;03/04/2025;1.234,50 €;eur\n",
