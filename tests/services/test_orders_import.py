@@ -268,6 +268,30 @@ def test_batches_write_the_same_result_as_one(app, monkeypatch):
     assert run_import(HEADER + lines).unchanged == 10
 
 
+def test_an_order_listed_again_in_a_later_batch_under_another_address_moves_there(app, monkeypatch):
+    # The later batch holds one new order and one the first batch stored: both are written, and
+    # the figures of all three customers follow.
+    monkeypatch.setattr("app.services.imports.BATCH_SIZE", 2)
+    monkeypatch.setattr("app.services.imports.POSTGRESQL_BATCH_SIZE", 2)
+    summary = run_import(
+        HEADER + "1,ada@example.com,2024-01-01,10,GBP,,\n2,ada@example.com,2024-01-02,20,GBP,,\n"
+        "3,bob@example.com,2024-01-03,5,GBP,,\n1,grace@example.com,2024-01-04,15,GBP,,\n"
+    )
+
+    assert (summary.imported, summary.updated, summary.skipped) == (3, 1, 0)
+    assert db.session.scalar(sa.select(sa.func.count(Order.id))) == 3
+    people = customers()
+    figures = {
+        email: (person.orders_count, person.total_spent, person.last_purchase_at)
+        for email, person in people.items()
+    }
+    assert figures == {
+        "ada@example.com": (1, 2000, at("2024-01-02 00:00")),
+        "bob@example.com": (1, 500, at("2024-01-03 00:00")),
+        "grace@example.com": (1, 1500, at("2024-01-04 00:00")),
+    }
+
+
 # --- mapping ------------------------------------------------------------------------------
 
 
