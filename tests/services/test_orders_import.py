@@ -248,6 +248,33 @@ def test_an_order_that_moves_to_another_address_moves_its_figures(app):
     assert (people["grace@example.com"].orders_count, people["grace@example.com"].total_spent) == (1, 3000)
 
 
+def test_an_import_that_changes_most_orders_rewrites_only_the_figures_it_changes(app):
+    # Two new orders and a moved one against three stored: on SQLite the figures then come from
+    # one pass over every order, and a customer none of it concerns is left untouched.
+    run_import(
+        HEADER + "1,ada@example.com,2024-01-01,10,GBP,,\n2,ada@example.com,2024-02-01,30,GBP,,\n"
+        "3,kay@example.com,2024-01-05,7,GBP,,\n"
+    )
+    kay_before = customers()["kay@example.com"].updated_at
+
+    summary = run_import(
+        HEADER + "2,grace@example.com,2024-02-01,30,GBP,,\n4,bob@example.com,2024-03-01,5,GBP,,\n"
+        "5,bob@example.com,2024-04-01,6,GBP,,\n"
+    )
+
+    assert (summary.imported, summary.updated) == (2, 1)
+    people = customers()
+    figures = {email: (person.orders_count, person.total_spent) for email, person in people.items()}
+    assert figures == {
+        "ada@example.com": (1, 1000),
+        "grace@example.com": (1, 3000),
+        "bob@example.com": (2, 1100),
+        "kay@example.com": (1, 700),
+    }
+    assert people["ada@example.com"].last_purchase_at == at("2024-01-01 00:00")
+    assert people["kay@example.com"].updated_at == kay_before
+
+
 def test_an_order_listed_twice_is_one_order_and_the_later_row_wins(app):
     summary = run_import(
         HEADER + "1,ada@example.com,2024-01-01,10,GBP,,\n2,ada@example.com,2024-01-02,20,GBP,,\n"
