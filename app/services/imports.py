@@ -23,6 +23,7 @@ from zoneinfo import ZoneInfo
 import sqlalchemy as sa
 from email_validator import SPECIAL_USE_DOMAIN_NAMES
 from flask import current_app
+from sqlalchemy.dialects.postgresql import distinct_on
 from sqlalchemy.dialects.sqlite import dialect as sqlite_dialect
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
@@ -485,6 +486,32 @@ _order_stage = sa.Table(
     sa.Column("currency", sa.String(3)),
     prefixes=["TEMPORARY"],
 )
+# PostgreSQL: every person and every order of the file, as read, before anything is written
+# (see _write_whole_file). `seq` keeps the file's order: the first name found and the last row
+# of an order id win, as when the batches were written one by one.
+_file_people = sa.Table(
+    "winback_import_file_people",
+    _staging,
+    sa.Column("seq", sa.BigInteger, sa.Identity()),
+    sa.Column("email", sa.String(254)),
+    sa.Column("email_hash", sa.String(64)),
+    sa.Column("first_name", sa.String(100)),
+    sa.Column("last_name", sa.String(100)),
+    sa.Column("accepts_marketing", sa.Boolean),
+    sa.Column("suppressed", sa.Boolean),
+    prefixes=["TEMPORARY"],
+)
+_file_orders = sa.Table(
+    "winback_import_file_orders",
+    _staging,
+    sa.Column("seq", sa.BigInteger, sa.Identity()),
+    sa.Column("external_id", sa.String(100)),
+    sa.Column("email", sa.String(254)),
+    sa.Column("placed_at", UTCDateTime),
+    sa.Column("amount", sa.BigInteger),
+    sa.Column("currency", sa.String(3)),
+    prefixes=["TEMPORARY"],
+)
 # Every order this import added or changed: whose it is now, whose it was, and whether it is new.
 _changed_orders = sa.Table(
     "winback_import_changes",
@@ -492,6 +519,8 @@ _changed_orders = sa.Table(
     sa.Column("customer_id", sa.Integer),
     sa.Column("old_customer_id", sa.Integer),
     sa.Column("is_new", sa.Boolean),
+    # SQLite: the order's id, as its trigger notes each update (see _count_orders).
+    sa.Column("order_id", sa.Integer),
     prefixes=["TEMPORARY"],
 )
 
@@ -507,17 +536,19 @@ def _drop_stages(run: _Run, tables: list[sa.Table]) -> None:
         table.drop(run.connection)
 
 
-def _load(run: _Run, table: sa.Table, rows: list[tuple]) -> None:
-    """Put rows into an empty staging table: COPY on PostgreSQL, executemany on SQLite."""
-    names = ", ".join(column.name for column in table.columns)
+def _load(run: _Run, table: sa.Table, rows: Collection[tuple], *, analyse: bool = True) -> None:
+    """Put rows into an empty staging table: COPY on PostgreSQL, executemany on SQLite. On
+    PostgreSQL a table may also be added to (analyse=False); a `seq` column numbers the rows."""
+    names = ", ".join(column.name for column in table.columns if column.name != "seq")
     if run.postgresql:
         raw = run.connection.connection.driver_connection
         with raw.cursor() as cursor:
             with cursor.copy(f"COPY {table.name} ({names}) FROM STDIN") as copy:
                 for row in rows:
                     copy.write_row(row)
-            # Statistics for the staged rows: the planner then knows how large the batch is.
-            cursor.execute(f"ANALYZE {table.name}")
+            if analyse:
+                # Statistics for the staged rows: the planner then knows how large the batch is.
+                cursor.execute(f"ANALYZE {table.name}")
     else:
         # The driver's own executemany over plain tuples: no per-row work in SQLAlchemy.
         statement = str(sa.insert(table).compile(dialect=run.connection.dialect))
@@ -823,6 +854,8 @@ def _write_order_rows(
     """Write the parsed orders in batches (a batch the compiled reader accepted whole, as it
     is), then derive the changed customers' figures."""
     stages = [_customer_stage, _order_stage, _changed_orders]
+    if run.postgresql:
+        stages += [_file_people, _file_orders]
     _create_stages(run, stages)
     _note_orders_before(run)
     rebuilt = _indexes_to_rebuild(run)
@@ -872,6 +905,8 @@ def _write_order_rows(
         _write_orders(run, source, orders.values(), people, staged)
         if progress:
             progress(len(orders))
+    if run.postgresql:
+        _write_whole_file(run, source)
     for index in rebuilt:
         index.create(run.connection)
     _count_orders(run, total)
@@ -998,18 +1033,22 @@ def _write_orders(
     staged: dict[str, int],
 ) -> None:
     """Write one batch, (order id, address, placed, amount, currency) each, with the people of
-    its rows: new customers first, then the orders that are new or changed."""
+    its rows: new customers first, then the orders that are new or changed. On PostgreSQL the
+    batch is only staged, to be written with the whole file (see _write_whole_file)."""
+    if run.postgresql:
+        _stage_people(run, people)
+        if orders:
+            _load(run, _file_orders, orders, analyse=False)
+        _remember_staged(run, people, staged, {})
+        return
     fresh = _write_people(run, people)
     if orders:
-        if run.postgresql:
-            _write_staged_orders(run, source, list(orders))
-        else:
-            ids = run.customer_ids
-            rows = [
-                (source, order_id, ids[email], placed_at, amount, currency)
-                for order_id, email, placed_at, amount, currency in orders
-            ]
-            run.written += _upsert_orders_by_id(run, rows)
+        ids = run.customer_ids
+        rows = [
+            (source, order_id, ids[email], placed_at, amount, currency)
+            for order_id, email, placed_at, amount, currency in orders
+        ]
+        run.written += _upsert_orders_by_id(run, rows)
     _remember_staged(run, people, staged, fresh)
 
 
@@ -1026,10 +1065,7 @@ def _write_people(run: _Run, people: dict[str, list]) -> dict[str, int]:
         for email, (first_name, last_name, consent) in people.items()
     ]
     _load(run, _customer_stage, rows)
-    run.summary.customers_created += _insert_new_customers(run)
-    _analyse_as_it_grows(run, _customers, run.summary.customers_created)
-    _complete_customers(run)
-    _apply_suppressions(run)
+    _write_staged_people(run)
     if not run.postgresql:
         stage = _customer_stage
         statement = sa.select(stage.c.email, _customers.c.id).join(
@@ -1039,6 +1075,28 @@ def _write_people(run: _Run, people: dict[str, list]) -> dict[str, int]:
         run.customer_ids.update(fresh)
     _clear(run, _customer_stage)
     return fresh
+
+
+def _write_staged_people(run: _Run) -> None:
+    """The staged people: new ones become customers (with the staged figures), known ones get
+    what the file adds, suppressions apply."""
+    run.summary.customers_created += _insert_new_customers(run)
+    _analyse_as_it_grows(run, _customers, run.summary.customers_created)
+    _complete_customers(run)
+    _apply_suppressions(run)
+
+
+def _stage_people(run: _Run, people: dict[str, list]) -> None:
+    """PostgreSQL: add a batch's people (address: [first name, last name, consent]) to the
+    whole file's, with their suppression hash and whether a previous key listed them."""
+    if not people:
+        return
+    earlier = run.suppressed_before(list(people))
+    rows = [
+        (email, run.hash(email), first_name, last_name, consent, email in earlier)
+        for email, (first_name, last_name, consent) in people.items()
+    ]
+    _load(run, _file_people, rows, analyse=False)
 
 
 def _remember_staged(
@@ -1057,16 +1115,94 @@ def _remember_staged(
         staged[email] = staged.get(email, 0) | 1 | named | _CONSENT_FLAGS[consent]
 
 
-def _write_staged_orders(run: _Run, source: str, rows: list[tuple]) -> None:
-    """PostgreSQL: COPY the batch's orders (order id, address, placed, amount, currency) into the
-    staging table, note the new and changed ones, and upsert those."""
-    _load(run, _order_stage, rows)
+def _write_whole_file(run: _Run, source: str) -> None:
+    """PostgreSQL: write what the batches staged, in a few statements over the whole file.
+
+    Each person is merged over the file as the batches would have merged them one after the
+    other: the name of the first row that has one, no to marketing when any row says no (else
+    yes when any says yes), listed when a previous key listed them. Each order id keeps its last
+    row. New customers are then created with the figures of their orders in the file (when they
+    paid in one currency), so that deriving the figures afterwards, which decides them, finds
+    nothing to rewrite: every rewrite of a row is a new row version with an entry in each of
+    the table's indexes. Then the orders that are new or changed are noted and written."""
+    connection = run.connection
+    people, orders, stage = _file_people, _file_orders, _order_stage
+    for table in (people, orders):
+        connection.exec_driver_sql(f"ANALYZE {table.name}")
+    fields = ["external_id", "email", "placed_at", "amount", "currency"]
+    last_rows = (
+        sa.select(*(orders.c[name] for name in fields))
+        .ext(distinct_on(orders.c.external_id))
+        .order_by(orders.c.external_id, orders.c.seq.desc())
+    )
+    connection.execute(sa.insert(stage).from_select(fields, last_rows))
+    connection.exec_driver_sql(f"ANALYZE {stage.name}")
+    _stage_merged_people(run)
+    _write_staged_people(run)
     changed = _record_changes(run, source)
     if changed:
         _upsert_orders(run, source)
         run.written += changed
         _analyse_as_it_grows(run, _orders, run.written)
-    _clear(run, _order_stage)
+
+
+def _stage_merged_people(run: _Run) -> None:
+    """PostgreSQL: one row per address of the file in the customers stage (see
+    _write_whole_file), with the figures of its orders when they are in one currency."""
+    people, orders, stage = _file_people, _order_stage, _customer_stage
+    named = sa.or_(people.c.first_name != "", people.c.last_name != "")
+
+    def first_named(column: sa.Column) -> sa.ColumnElement:
+        ordered = sa.func.array_agg(column).aggregate_order_by(people.c.seq).filter(named)
+        return sa.func.coalesce(ordered[1], "")
+
+    merged = (
+        sa.select(
+            people.c.email,
+            sa.func.min(people.c.email_hash).label("email_hash"),
+            first_named(people.c.first_name).label("first_name"),
+            first_named(people.c.last_name).label("last_name"),
+            sa.case(
+                (sa.func.bool_or(people.c.accepts_marketing.is_(False)), sa.false()),
+                (sa.func.bool_or(people.c.accepts_marketing), sa.true()),
+                else_=sa.null(),
+            ).label("accepts_marketing"),
+            sa.func.bool_or(people.c.suppressed).label("suppressed"),
+        )
+        .group_by(people.c.email)
+        .subquery("merged")
+    )
+    figures = (
+        sa.select(
+            orders.c.email,
+            sa.func.min(orders.c.placed_at).label("first_purchase_at"),
+            sa.func.max(orders.c.placed_at).label("last_purchase_at"),
+            sa.func.count().label("orders_count"),
+            sa.func.sum(orders.c.amount).label("total_spent"),
+            sa.func.min(orders.c.currency).label("currency"),
+        )
+        .group_by(orders.c.email)
+        .having(sa.func.min(orders.c.currency) == sa.func.max(orders.c.currency))
+        .subquery("figures")
+    )
+    columns = {
+        "email": merged.c.email,
+        "email_hash": merged.c.email_hash,
+        "first_name": merged.c.first_name,
+        "last_name": merged.c.last_name,
+        "accepts_marketing": merged.c.accepts_marketing,
+        "suppressed": merged.c.suppressed,
+        "first_purchase_at": figures.c.first_purchase_at,
+        "last_purchase_at": figures.c.last_purchase_at,
+        "orders_count": figures.c.orders_count,
+        "total_spent": figures.c.total_spent,
+        "currency": figures.c.currency,
+    }
+    rows = sa.select(*columns.values()).select_from(
+        merged.outerjoin(figures, figures.c.email == merged.c.email)
+    )
+    run.connection.execute(sa.insert(stage).from_select(list(columns), rows))
+    run.connection.exec_driver_sql(f"ANALYZE {stage.name}")
 
 
 def _upsert_orders_by_id(run: _Run, rows: list[tuple]) -> int:
@@ -1141,7 +1277,8 @@ def _positional(statement: sa.Insert) -> str:
 _CHANGE_TRIGGER = "winback_import_order_changed"
 _CHANGE_TRIGGER_BODY = (
     "AFTER UPDATE ON main.orders BEGIN INSERT INTO winback_import_changes "
-    "(customer_id, old_customer_id, is_new) VALUES (NEW.customer_id, OLD.customer_id, 0); END"
+    "(customer_id, old_customer_id, is_new, order_id) "
+    "VALUES (NEW.customer_id, OLD.customer_id, 0, NEW.id); END"
 )
 
 
@@ -1250,11 +1387,21 @@ def _count_orders(run: _Run, total: int) -> None:
         )
     ).one()
     changed, new = int(row[0]), int(row[1])
-    if not run.postgresql:  # the changes table holds the updates; the new orders are counted here
-        added = run.connection.execute(
+    if not run.postgresql:
+        # The changes table holds the updates, an order once however often it changed; an order
+        # this import added and a later batch changed again (the file lists it twice) is one new
+        # order, as on PostgreSQL, which writes the whole file at once. New orders are counted
+        # here.
+        connection = run.connection
+        changed = connection.execute(
+            sa.select(sa.func.count(sa.distinct(changes.c.order_id))).where(
+                changes.c.order_id <= run.orders_before
+            )
+        ).scalar_one()
+        added = connection.execute(
             sa.select(sa.func.count()).where(_orders.c.id > run.orders_before)
         ).scalar_one()
-        changed, new = changed + added, new + added
+        changed, new = changed + added, added
     summary = run.summary
     summary.imported = new
     summary.updated = changed - new

@@ -237,10 +237,23 @@ def test_a_row_the_compiled_reader_refuses_late_in_the_file_starts_the_import_ov
 ):
     written_before_restart = []
     original = imports._Run.start_over
+    staged = []  # PostgreSQL stages the whole file before it writes customers and orders
+    load = imports._load
+
+    def counting_load(run, table, rows, **options):
+        if table is imports._file_orders:
+            staged.append(len(rows))
+        return load(run, table, rows, **options)
+
+    monkeypatch.setattr(imports, "_load", counting_load)
+
+    def stored(run) -> int:
+        return sum(staged) if run.postgresql else run.written
+
     monkeypatch.setattr(
         imports._Run,
         "start_over",
-        lambda run, stream: written_before_restart.append(run.written) or original(run, stream),
+        lambda run, stream: written_before_restart.append(stored(run)) or original(run, stream),
     )
     good = "".join(
         f"{n},c{n % 4}@example.com,2024-01-{n % 28 + 1:02d}T10:00:00Z,1,GBP,,,\n" for n in range(300)
@@ -383,3 +396,94 @@ def test_quick_amounts_are_exactly_what_parse_amount_reads(cells):
     for cell, is_plain, amount in zip(cells, plain, amounts, strict=True):
         if is_plain:
             assert amount == parse_amount(cell)
+
+
+def test_what_rows_far_apart_say_of_one_customer_adds_up_as_in_one_batch(app, small_batches):
+    # One address's rows spread over many batches: the first name found, a no to marketing
+    # anywhere, a yes for a known customer with no answer, an order id given again later under
+    # another address, and a customer whose latest order is in another currency than the first.
+    import_orders(
+        io.BytesIO((HEADER + "100,cy@example.com,2023-01-01T00:00:00Z,1,GBP,,,\n").encode()),
+        "before.csv",
+        now=utcnow(),
+    )
+    db.session.commit()
+    rows = [
+        "1,ada@example.com,2024-01-01T00:00:00Z,10,GBP,,,",
+        "2,bea@example.com,2024-01-02T00:00:00Z,20,EUR,,,",
+        "7,ada@example.com,2024-01-03T00:00:00Z,70,GBP,,,",
+        "3,cy@example.com,2024-01-04T00:00:00Z,5,GBP,Cy,,yes",
+        "4,ada@example.com,2024-01-05T00:00:00Z,11,GBP,Ada,Lovelace,yes",
+        "5,bea@example.com,2024-01-06T00:00:00Z,30,GBP,Bea,,",
+        "6,ada@example.com,2024-01-07T00:00:00Z,12,GBP,Other,Name,no",
+        "7,bea@example.com,2024-01-08T00:00:00Z,40,GBP,,,",
+    ]
+    for stream in (
+        io.BytesIO((HEADER + "\n".join(rows) + "\n").encode()),
+        OneWay((HEADER + "\n".join(rows) + "\n").encode()),
+    ):
+        summary = import_orders(stream, "orders.csv", now=utcnow())
+        db.session.commit()
+        assert summary.line() == (
+            "orders.csv: 7 imported, 0 updated, 1 unchanged, 0 skipped; 2 new customers; "
+            "1 suppressed (no marketing consent)"
+        )
+        db.session.expire_all()
+        found = {
+            customer.email: (
+                customer.first_name,
+                customer.last_name,
+                customer.accepts_marketing,
+                customer.status.value,
+                customer.orders_count,
+                customer.total_spent,
+                customer.currency,
+                customer.first_purchase_at,
+                customer.last_purchase_at,
+            )
+            for customer in db.session.scalars(sa.select(Customer))
+        }
+        day = lambda text: datetime.fromisoformat(text).replace(tzinfo=UTC)  # noqa: E731
+        assert found == {
+            "ada@example.com": (
+                "Ada",
+                "Lovelace",
+                False,
+                "suppressed",
+                3,
+                3300,
+                "GBP",
+                day("2024-01-01"),
+                day("2024-01-07"),
+            ),
+            "bea@example.com": (
+                "Bea",
+                "",
+                None,
+                "active",
+                3,
+                7000,
+                "GBP",
+                day("2024-01-02"),
+                day("2024-01-08"),
+            ),
+            "cy@example.com": ("Cy", "", True, "active", 2, 600, "GBP", day("2023-01-01"), day("2024-01-04")),
+        }
+        assert db.session.scalar(sa.select(Customer.email).join(Order).where(Order.external_id == "7")) == (
+            "bea@example.com"
+        )
+        # Back to the state before this file, for the other reader.
+        db.session.execute(sa.delete(Order).where(Order.external_id != "100"))
+        db.session.execute(sa.delete(Customer).where(Customer.email != "cy@example.com"))
+        db.session.execute(sa.delete(Suppression))
+        db.session.execute(
+            sa.update(Customer).values(
+                first_name="",
+                accepts_marketing=None,
+                orders_count=1,
+                total_spent=100,
+                last_purchase_at=day("2023-01-01"),
+            )
+        )
+        db.session.commit()
+    assert len(small_batches) > 2
