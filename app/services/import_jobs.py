@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import secrets
 import shutil
 import time
@@ -96,16 +97,22 @@ class _Progress:
     def __init__(self, job: ImportJob, stream: IO[bytes]) -> None:
         self.job_id = job.id
         self.stream = stream
-        self.last = 0.0
+        self.total = job.bytes_total
+        self.last = -math.inf  # the first call reports
+        self.reported = 0
         self.on_postgresql = dialect_name() == "postgresql"
         self.file = progress_file(job)
 
     def __call__(self, _rows: int) -> None:
         now = time.monotonic()
-        if now - self.last < PROGRESS_EVERY_SECONDS:
+        position = self.stream.tell()
+        # The end of the file is always reported: the page then says the rows are being saved,
+        # which on a large file can take longer than the reading did.
+        at_end = position >= self.total > self.reported
+        if now - self.last < PROGRESS_EVERY_SECONDS and not at_end:
             return
         self.last = now
-        position = self.stream.tell()
+        self.reported = position
         if self.on_postgresql:
             with db.engine.begin() as connection:
                 connection.execute(

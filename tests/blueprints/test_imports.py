@@ -9,6 +9,7 @@ import sqlalchemy as sa
 
 from app.extensions import db
 from app.models import Customer, ImportJob, ImportStatus, Order, StaffRole
+from app.services import import_jobs
 from tests.conftest import csrf_token, log_in, make_staff
 
 CSV = b"email,first_name,total_spent\nada@example.com,Ada,10\nnot-an-email,Bob,5\n=cmd|' /C calc'!A0,Eve,1\n"
@@ -137,3 +138,34 @@ def test_only_admins_can_import(client, app):
     make_staff("viewer@example.com", StaffRole.VIEWER)
     log_in(client, "viewer@example.com")
     assert client.get("/staff/imports/").status_code == 403
+
+
+def test_the_end_of_the_file_is_reported_at_once_and_the_page_says_the_rows_are_being_saved(
+    staff_client, app, monkeypatch
+):
+    monkeypatch.setattr(import_jobs, "PROGRESS_EVERY_SECONDS", 3600)
+    reply = upload(staff_client, CSV)  # queued: no worker runs in this test
+    job_id = int(reply.headers["Location"].rstrip("/").rsplit("/", 1)[1])
+    with app.app_context():
+        job = db.session.get(ImportJob, job_id)
+        job.status = ImportStatus.RUNNING
+        db.session.commit()
+        stream = io.BytesIO(CSV)
+        progress = import_jobs._Progress(job, stream)
+        stream.seek(10)
+        progress(1)
+        stream.seek(20)
+        progress(1)  # within PROGRESS_EVERY_SECONDS of the last report: not reported
+        db.session.expire_all()
+        assert import_jobs.percent_done(db.session.get(ImportJob, job_id)) == round(100 * 10 / len(CSV))
+    page = staff_client.get(f"/staff/imports/{job_id}").get_data(as_text=True)
+    assert f"Importing: {round(100 * 10 / len(CSV))}% read." in page
+
+    with app.app_context():
+        stream.seek(len(CSV))
+        progress(1)  # the end of the file, reported however soon it comes
+        db.session.expire_all()
+        assert import_jobs.percent_done(db.session.get(ImportJob, job_id)) == 100
+    page = staff_client.get(f"/staff/imports/{job_id}").get_data(as_text=True)
+    assert "The file is read. Saving the rows" in page
+    assert '<meta http-equiv="refresh"' in page
