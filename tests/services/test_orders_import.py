@@ -16,7 +16,7 @@ from hypothesis import strategies as st
 from app.exceptions import InvalidInput, UnreadableFile
 from app.extensions import db
 from app.models import Customer, CustomerStatus, Order, Suppression, SuppressionReason, utcnow
-from app.services import suppressions
+from app.services import imports, suppressions
 from app.services.customers import normalise_email
 from app.services.imports import fast_normalise_email, import_customers, import_orders
 
@@ -456,6 +456,32 @@ def test_a_file_that_breaks_part_way_leaves_nothing_half_imported(app, monkeypat
     content = HEADER.encode() + good + b"99,\xff@example.com,2024-01-01,1,GBP,,\n"
     with pytest.raises(UnreadableFile, match="line 8: not UTF-8"):
         import_orders(io.BytesIO(content), "broken.csv", now=utcnow())
+    assert customers() == {}
+    assert orders() == {}
+
+
+def test_a_failure_after_customers_and_orders_were_written_leaves_nothing(app, monkeypatch):
+    # RELIABILITY 29. The database fails once the import has written customers and orders (on
+    # SQLite in the second batch, on PostgreSQL in the statement that writes the file's orders).
+    monkeypatch.setattr("app.services.imports.BATCH_SIZE", 2)
+    calls = []
+
+    def failing(original):
+        def write(run, *args):
+            result = original(run, *args)
+            calls.append(1)
+            if run.postgresql or len(calls) == 2:
+                raise sa.exc.OperationalError("INSERT INTO orders", {}, Exception("disk full"))
+            return result
+
+        return write
+
+    for name in ("_upsert_orders", "_upsert_orders_by_id"):
+        monkeypatch.setattr(f"app.services.imports.{name}", failing(getattr(imports, name)))
+    good = "".join(f"{n},c{n}@example.com,2024-01-01,1,GBP,,\n" for n in range(6))
+    with pytest.raises(sa.exc.OperationalError, match="disk full"):
+        run_import(HEADER + good)
+    assert calls
     assert customers() == {}
     assert orders() == {}
 
