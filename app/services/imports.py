@@ -26,6 +26,7 @@ from flask import current_app
 from sqlalchemy.dialects.postgresql import distinct_on
 from sqlalchemy.dialects.sqlite import dialect as sqlite_dialect
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy.sql.visitors import replacement_traverse
 
 from app.database import foreign_keys_unchecked
 from app.exceptions import InvalidInput, RowError, UnreadableFile
@@ -474,8 +475,21 @@ _customer_stage = sa.Table(
     sa.Column("locale", sa.String(10)),
     # On the suppression list under a previous key (see _Run.suppressed_before).
     sa.Column("suppressed", sa.Boolean),
+    # Scores for new customers, worked out in SQL (PostgreSQL orders imports, see _score_newcomers).
+    *(
+        sa.Column(name, type_, info={"in_sql": True})
+        for name, type_ in (
+            ("recency_score", sa.SmallInteger),
+            ("frequency_score", sa.SmallInteger),
+            ("monetary_score", sa.SmallInteger),
+            ("segment", sa.String(40)),
+            ("win_back_priority", sa.BigInteger),
+            ("scored_at", UTCDateTime),
+        )
+    ),
     prefixes=["TEMPORARY"],
 )
+_SCORES = ("recency_score", "frequency_score", "monetary_score", "segment", "win_back_priority", "scored_at")
 _order_stage = sa.Table(
     "winback_import_orders",
     _staging,
@@ -492,7 +506,7 @@ _order_stage = sa.Table(
 _file_people = sa.Table(
     "winback_import_file_people",
     _staging,
-    sa.Column("seq", sa.BigInteger, sa.Identity()),
+    sa.Column("seq", sa.BigInteger, sa.Identity(), info={"in_sql": True}),
     sa.Column("email", sa.String(254)),
     sa.Column("email_hash", sa.String(64)),
     sa.Column("first_name", sa.String(100)),
@@ -504,7 +518,7 @@ _file_people = sa.Table(
 _file_orders = sa.Table(
     "winback_import_file_orders",
     _staging,
-    sa.Column("seq", sa.BigInteger, sa.Identity()),
+    sa.Column("seq", sa.BigInteger, sa.Identity(), info={"in_sql": True}),
     sa.Column("external_id", sa.String(100)),
     sa.Column("email", sa.String(254)),
     sa.Column("placed_at", UTCDateTime),
@@ -538,8 +552,9 @@ def _drop_stages(run: _Run, tables: list[sa.Table]) -> None:
 
 def _load(run: _Run, table: sa.Table, rows: Collection[tuple], *, analyse: bool = True) -> None:
     """Put rows into an empty staging table: COPY on PostgreSQL, executemany on SQLite. On
-    PostgreSQL a table may also be added to (analyse=False); a `seq` column numbers the rows."""
-    names = ", ".join(column.name for column in table.columns if column.name != "seq")
+    PostgreSQL a table may also be added to (analyse=False). Columns filled in SQL (`in_sql`)
+    are left out of the rows."""
+    names = ", ".join(column.name for column in table.columns if not column.info.get("in_sql"))
     if run.postgresql:
         raw = run.connection.connection.driver_connection
         with raw.cursor() as cursor:
@@ -551,7 +566,12 @@ def _load(run: _Run, table: sa.Table, rows: Collection[tuple], *, analyse: bool 
                 cursor.execute(f"ANALYZE {table.name}")
     else:
         # The driver's own executemany over plain tuples: no per-row work in SQLAlchemy.
-        statement = str(sa.insert(table).compile(dialect=run.connection.dialect))
+        columns = [column for column in table.columns if not column.info.get("in_sql")]
+        statement = str(
+            sa.insert(table)
+            .values({c.name: sa.bindparam(c.name) for c in columns})
+            .compile(dialect=run.connection.dialect)
+        )
         run.connection.exec_driver_sql(statement, rows)
 
 
@@ -707,6 +727,7 @@ def _insert_new_customers(run: _Run) -> int:
         "total_spent": sa.func.coalesce(stage.c.total_spent, 0),
         "currency": sa.func.coalesce(stage.c.currency, DEFAULT_CURRENCY),
         "status": sa.literal(_ACTIVE),
+        **{name: stage.c[name] for name in _SCORES},
         "created_at": now,
         "updated_at": now,
     }
@@ -1138,12 +1159,46 @@ def _write_whole_file(run: _Run, source: str) -> None:
     connection.execute(sa.insert(stage).from_select(fields, last_rows))
     connection.exec_driver_sql(f"ANALYZE {stage.name}")
     _stage_merged_people(run)
+    _score_newcomers(run)
     _write_staged_people(run)
     changed = _record_changes(run, source)
     if changed:
         _upsert_orders(run, source)
         run.written += changed
         _analyse_as_it_grows(run, _orders, run.written)
+
+
+def _score_newcomers(run: _Run) -> None:
+    """PostgreSQL: the scores of the staged people who are new to Winback, as the recompute
+    after the commit will give them (scoring.provisional_scores), so that they are created with
+    them instead of being written again by it."""
+    stage = _customer_stage
+    new = ~sa.exists().where(_customers.c.email == stage.c.email)
+    newcomers = sa.select(stage.c.last_purchase_at, stage.c.orders_count, stage.c.total_spent).where(
+        new, stage.c.last_purchase_at.is_not(None)
+    )
+    scores = scoring.provisional_scores(run.connection, newcomers, now=run.now)
+    run.connection.execute(
+        sa.update(stage).where(new).values({name: _on_stage(value) for name, value in scores.items()})
+    )
+
+
+def _on_stage(expression: sa.ColumnElement) -> sa.ColumnElement:
+    """A scoring expression over the customers' columns, over the customers stage instead: a
+    newcomer is neither erased nor (yet) anything but active."""
+
+    def replace(element, **_):
+        if isinstance(element, sa.Column) and element.table is _customers:
+            if element.name in _customer_stage.c:
+                return _customer_stage.c[element.name]
+            if element.name == "status":
+                return sa.literal(_ACTIVE)
+            if element.name == "erased_at":
+                return sa.null()
+            raise LookupError(f"scoring reads customers.{element.name}, which the stage lacks")
+        return None
+
+    return replacement_traverse(expression, {}, replace)
 
 
 def _stage_merged_people(run: _Run) -> None:

@@ -173,6 +173,25 @@ def recompute_scores(*, now: datetime, chunk_rows: int = CHUNK_ROWS) -> int:
     return count
 
 
+def provisional_scores(
+    connection: sa.Connection, newcomers: sa.Select, *, now: datetime
+) -> dict[str, sa.ColumnElement]:
+    """The scores customers about to be created will get, as SQL over the customers' columns:
+    what `recompute_scores(now=now)` gives them if the figures of the customers already stored
+    stay as they are. `newcomers` selects the last purchase, orders count and total spent of
+    each newcomer who bought.
+
+    A bulk import creates customers with these, so that the recompute after its commit (which
+    decides every score) finds them right and need not write each row a second time. On
+    PostgreSQL every rewrite of a row is a new version of it in each of the table's indexes."""
+    columns = Customer.__table__.c
+    figures = ("last_purchase_at", "orders_count", "total_spent")
+    stored = sa.select(*(columns[name] for name in figures)).where(scorable())
+    population = sa.union_all(stored, newcomers).subquery("population")
+    count = connection.execute(sa.select(sa.func.count()).select_from(population)).scalar_one()
+    return _new_scores(connection, now, count, population)
+
+
 def _counts(connection: sa.Connection) -> tuple[int, int | None, int | None]:
     """How many customers are to be scored, and the first and last customer id."""
     count, first, last = connection.execute(
@@ -185,16 +204,23 @@ def _counts(connection: sa.Connection) -> tuple[int, int | None, int | None]:
     return int(count), first, last
 
 
-def _new_scores(connection: sa.Connection, now: datetime, count: int) -> dict[str, sa.ColumnElement]:
+def _new_scores(
+    connection: sa.Connection, now: datetime, count: int, population: sa.Subquery | None = None
+) -> dict[str, sa.ColumnElement]:
     """Each score column's new value as SQL over the customer's own row: the quintiles by the cut
-    points read now, the segment, the priority and the time; None for those not to be scored."""
+    points read now, the segment, the priority and the time; None for those not to be scored.
+    The cut points are those of the scored customers, or of `population` (the last purchase,
+    orders count and total spent of each customer to be scored) when given."""
     eligible = scorable()
     columns = Customer.__table__.c
     if not count:
         return {name: sa.cast(sa.null(), columns[name].type) for name in (*_SCORE_COLUMNS, "scored_at")}
-    recency = _quintile(connection, Customer.last_purchase_at, eligible, count)
-    frequency = _quintile(connection, Customer.orders_count, eligible, count)
-    monetary = _quintile(connection, Customer.total_spent, eligible, count)
+    cuts = population.c if population is not None else columns
+    every = sa.true() if population is not None else eligible
+    recency, frequency, monetary = (
+        _quintile(connection, cuts[name], every, count, scored=columns[name])
+        for name in ("last_purchase_at", "orders_count", "total_spent")
+    )
     segment = sa.case(
         {
             r * 10 + position + 1: name.value
@@ -314,10 +340,16 @@ def _indexes_rebuilt_after(writes: _WriteSlices, *, rebuild: bool) -> Iterator[N
 
 
 def _quintile(
-    connection: sa.Connection, column: sa.ColumnElement, eligible: sa.ColumnElement[bool], count: int
+    connection: sa.Connection,
+    column: sa.ColumnElement,
+    eligible: sa.ColumnElement[bool],
+    count: int,
+    *,
+    scored: sa.ColumnElement | None = None,
 ) -> sa.ColumnElement:
     """A 1-5 score by quintile: 1 + the number of whole fifths of scored customers whose value
-    is strictly lower. Equal values therefore share a score.
+    is strictly lower. Equal values therefore share a score. The cut points are read from
+    `column`; the score is of `scored` (the same column of customers) when given.
 
     The four cut points are read in one window query (the values at positions ceil(k*n/5) in
     ascending order); the score is then a CASE over the row's own value, so scoring is a
@@ -337,8 +369,9 @@ def _quintile(
         ).all()
     )
     cuts = [found[position] for position in positions]
+    scored = column if scored is None else scored
     return sa.case(
-        *((column > cut, score) for score, cut in zip((5, 4, 3, 2), reversed(cuts), strict=True)),
+        *((scored > cut, score) for score, cut in zip((5, 4, 3, 2), reversed(cuts), strict=True)),
         else_=1,
     )
 

@@ -16,7 +16,7 @@ from hypothesis import strategies as st
 from app.exceptions import InvalidInput, UnreadableFile
 from app.extensions import db
 from app.models import Customer, CustomerStatus, Order, Suppression, SuppressionReason, utcnow
-from app.services import imports, suppressions
+from app.services import imports, scoring, suppressions
 from app.services.customers import normalise_email
 from app.services.imports import fast_normalise_email, import_customers, import_orders
 
@@ -730,3 +730,38 @@ def test_a_utc_time_written_with_z_is_stored_as_the_full_parser_stores_it(app, m
     db.session.expire_all()
     stored = {order.external_id: order.placed_at for order in db.session.scalars(sa.select(Order))}
     assert stored == {"1": moment.replace(tzinfo=UTC), "2": moment.replace(tzinfo=UTC)}
+
+
+def test_customers_an_orders_import_creates_have_the_scores_the_recompute_gives_them(app, monkeypatch):
+    if db.engine.dialect.name != "postgresql":
+        pytest.skip("SQLite creates customers batch by batch, before their figures are known")
+    now = datetime(2025, 6, 1, tzinfo=UTC)
+    known = "".join(
+        f"{n},known{n % 5}@example.com,2024-{n % 12 + 1:02d}-01,{n * 7 % 90 + 1},GBP,,\n"
+        for n in range(1, 16)
+    )
+    import_orders(io.BytesIO((HEADER + known).encode()), "known.csv", now=now)
+    monkeypatch.setattr(scoring, "recompute_scores", lambda **_: 0)  # the recompute after the commit
+    newcomers = "".join(
+        f"{n},new{n % 6}@example.com,20{22 + n % 3}-{n % 12 + 1:02d}-0{n % 9 + 1},{n * 13 % 70 + 2},GBP,,\n"
+        for n in range(100, 121)
+    )
+    import_orders(io.BytesIO((HEADER + newcomers).encode()), "new.csv", now=now)
+    columns = (Customer.email, Customer.recency_score, Customer.frequency_score, Customer.monetary_score)
+    columns += (Customer.segment, Customer.win_back_priority, Customer.scored_at)
+
+    def scores() -> dict:
+        db.session.expire_all()
+        return {row[0]: row[1:] for row in db.session.execute(sa.select(*columns).order_by(Customer.email))}
+
+    created = scores()
+    monkeypatch.undo()
+    scoring.recompute_scores(now=now)
+
+    # The known customers' scores move with the newcomers (the recompute's work); the
+    # newcomers' are already what it gives them.
+    newcomer_emails = [f"new{n}@example.com" for n in range(6)]
+    recomputed = scores()
+    assert [recomputed[email] for email in newcomer_emails] == [created[email] for email in newcomer_emails]
+    assert all(created[email][0] is not None for email in newcomer_emails)
+    assert len({created[email][:3] for email in newcomer_emails}) > 2  # not one score for everyone
