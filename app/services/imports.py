@@ -935,6 +935,10 @@ def _write_order_rows(
     _drop_stages(run, stages)
 
 
+# PostgreSQL: new customers are created with their scores when they are at least one in this
+# many of the customers to score (see _score_newcomers).
+NEWCOMERS_WORTH_SCORING = 16
+
 # A row of an orders file takes at least this many bytes (an id, an address, a date, a total
 # and a currency): the file's size over it is the most orders it can hold.
 MIN_ORDER_ROW_BYTES = 48
@@ -1177,6 +1181,12 @@ def _score_newcomers(run: _Run) -> None:
     newcomers = sa.select(stage.c.last_purchase_at, stage.c.orders_count, stage.c.total_spent).where(
         new, stage.c.last_purchase_at.is_not(None)
     )
+    count = run.connection.execute(sa.select(sa.func.count()).select_from(newcomers.subquery())).scalar_one()
+    stored = run.connection.execute(sa.select(sa.func.count()).where(scoring.scorable())).scalar_one()
+    if count * NEWCOMERS_WORTH_SCORING < count + stored:
+        # Reading the cut points costs about a sixteenth of rewriting a row, per customer: for
+        # a few newcomers among many customers, the recompute is left to score them.
+        return
     scores = scoring.provisional_scores(run.connection, newcomers, now=run.now)
     run.connection.execute(
         sa.update(stage).where(new).values({name: _on_stage(value) for name, value in scores.items()})
