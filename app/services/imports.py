@@ -457,6 +457,7 @@ def fast_normalise_email(raw: str) -> str:
 
 # Temporary tables, one set per connection; they never reach the app's metadata or migrations.
 _staging = sa.MetaData()
+_SCORES = ("recency_score", "frequency_score", "monetary_score", "segment", "win_back_priority", "scored_at")
 _customer_stage = sa.Table(
     "winback_import_customers",
     _staging,
@@ -476,20 +477,9 @@ _customer_stage = sa.Table(
     # On the suppression list under a previous key (see _Run.suppressed_before).
     sa.Column("suppressed", sa.Boolean),
     # Scores for new customers, worked out in SQL (PostgreSQL orders imports, see _score_newcomers).
-    *(
-        sa.Column(name, type_, info={"in_sql": True})
-        for name, type_ in (
-            ("recency_score", sa.SmallInteger),
-            ("frequency_score", sa.SmallInteger),
-            ("monetary_score", sa.SmallInteger),
-            ("segment", sa.String(40)),
-            ("win_back_priority", sa.BigInteger),
-            ("scored_at", UTCDateTime),
-        )
-    ),
+    *(sa.Column(name, Customer.__table__.c[name].type, info={"in_sql": True}) for name in _SCORES),
     prefixes=["TEMPORARY"],
 )
-_SCORES = ("recency_score", "frequency_score", "monetary_score", "segment", "win_back_priority", "scored_at")
 _order_stage = sa.Table(
     "winback_import_orders",
     _staging,
@@ -873,7 +863,8 @@ def _write_order_rows(
     parsed_orders: Iterator[tuple[tuple, str, str, bool | None] | order_batches.QuickRows],
 ) -> None:
     """Write the parsed orders in batches (a batch the compiled reader accepted whole, as it
-    is), then derive the changed customers' figures."""
+    is), then derive the changed customers' figures. PostgreSQL stages the batches and writes
+    the whole file after the last one."""
     stages = [_customer_stage, _order_stage, _changed_orders]
     if run.postgresql:
         stages += [_file_people, _file_orders]
