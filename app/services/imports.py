@@ -14,7 +14,7 @@ import contextlib
 import functools
 import os
 import re
-from collections.abc import Callable, Collection, Iterator
+from collections.abc import Callable, Collection, Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import IO, TYPE_CHECKING
@@ -490,32 +490,25 @@ _order_stage = sa.Table(
     sa.Column("currency", sa.String(3)),
     prefixes=["TEMPORARY"],
 )
+
+
 # PostgreSQL: every person and every order of the file, as read, before anything is written
-# (see _write_whole_file). `seq` keeps the file's order: the first name found and the last row
-# of an order id win, as when the batches were written one by one.
-_file_people = sa.Table(
-    "winback_import_file_people",
-    _staging,
-    sa.Column("seq", sa.BigInteger, sa.Identity(), info={"in_sql": True}),
-    sa.Column("email", sa.String(254)),
-    sa.Column("email_hash", sa.String(64)),
-    sa.Column("first_name", sa.String(100)),
-    sa.Column("last_name", sa.String(100)),
-    sa.Column("accepts_marketing", sa.Boolean),
-    sa.Column("suppressed", sa.Boolean),
-    prefixes=["TEMPORARY"],
-)
-_file_orders = sa.Table(
-    "winback_import_file_orders",
-    _staging,
-    sa.Column("seq", sa.BigInteger, sa.Identity(), info={"in_sql": True}),
-    sa.Column("external_id", sa.String(100)),
-    sa.Column("email", sa.String(254)),
-    sa.Column("placed_at", UTCDateTime),
-    sa.Column("amount", sa.BigInteger),
-    sa.Column("currency", sa.String(3)),
-    prefixes=["TEMPORARY"],
-)
+# (see _write_whole_file): the columns of the customers and orders stages, and `seq`, which keeps
+# the file's order: the first name found and the last row of an order id win, as when the
+# batches were written one by one.
+def _whole_file_stage(name: str, stage: sa.Table, columns: Iterable[str]) -> sa.Table:
+    return sa.Table(
+        name,
+        _staging,
+        sa.Column("seq", sa.BigInteger, sa.Identity(), info={"in_sql": True}),
+        *(sa.Column(column, stage.c[column].type) for column in columns),
+        prefixes=["TEMPORARY"],
+    )
+
+
+_PERSON = ("email", "email_hash", "first_name", "last_name", "accepts_marketing", "suppressed")
+_file_people = _whole_file_stage("winback_import_file_people", _customer_stage, _PERSON)
+_file_orders = _whole_file_stage("winback_import_file_orders", _order_stage, _order_stage.c.keys())
 # Every order this import added or changed: whose it is now, whose it was, and whether it is new.
 _changed_orders = sa.Table(
     "winback_import_changes",
@@ -544,8 +537,9 @@ def _load(run: _Run, table: sa.Table, rows: Collection[tuple], *, analyse: bool 
     """Put rows into an empty staging table: COPY on PostgreSQL, executemany on SQLite. On
     PostgreSQL a table may also be added to (analyse=False). Columns filled in SQL (`in_sql`)
     are left out of the rows."""
-    names = ", ".join(column.name for column in table.columns if not column.info.get("in_sql"))
+    columns = [column for column in table.columns if not column.info.get("in_sql")]
     if run.postgresql:
+        names = ", ".join(column.name for column in columns)
         raw = run.connection.connection.driver_connection
         with raw.cursor() as cursor:
             with cursor.copy(f"COPY {table.name} ({names}) FROM STDIN") as copy:
@@ -556,7 +550,6 @@ def _load(run: _Run, table: sa.Table, rows: Collection[tuple], *, analyse: bool 
                 cursor.execute(f"ANALYZE {table.name}")
     else:
         # The driver's own executemany over plain tuples: no per-row work in SQLAlchemy.
-        columns = [column for column in table.columns if not column.info.get("in_sql")]
         statement = str(
             sa.insert(table)
             .values({c.name: sa.bindparam(c.name) for c in columns})
@@ -865,9 +858,9 @@ def _write_order_rows(
     """Write the parsed orders in batches (a batch the compiled reader accepted whole, as it
     is), then derive the changed customers' figures. PostgreSQL stages the batches and writes
     the whole file after the last one."""
-    stages = [_customer_stage, _order_stage, _changed_orders]
-    if run.postgresql:
-        stages += [_file_people, _file_orders]
+    stages = [_customer_stage, _changed_orders]
+    if run.postgresql:  # SQLite writes the orders straight from each batch
+        stages += [_order_stage, _file_people, _file_orders]
     _create_stages(run, stages)
     _note_orders_before(run)
     rebuilt = _indexes_to_rebuild(run)
@@ -1178,7 +1171,7 @@ def _score_newcomers(run: _Run) -> None:
         # Reading the cut points costs about a sixteenth of rewriting a row, per customer: for
         # a few newcomers among many customers, the recompute is left to score them.
         return
-    scores = scoring.provisional_scores(run.connection, newcomers, now=run.now)
+    scores = scoring.provisional_scores(run.connection, newcomers, count + stored, now=run.now)
     run.connection.execute(
         sa.update(stage).where(new).values({name: _on_stage(value) for name, value in scores.items()})
     )
@@ -1435,29 +1428,25 @@ def _upsert_orders(run: _Run, source: str) -> None:
 
 def _count_orders(run: _Run, total: int) -> None:
     """The summary's counts, from the orders this import added or changed."""
-    changes = _changed_orders
-    row = run.connection.execute(
-        sa.select(
-            sa.func.count(),
-            sa.func.coalesce(sa.func.sum(sa.case((changes.c.is_new, 1), else_=0)), 0),
-        )
-    ).one()
-    changed, new = int(row[0]), int(row[1])
-    if not run.postgresql:
+    changes, connection = _changed_orders, run.connection
+    if run.postgresql:  # a row per order written, new or changed
+        changed, new = connection.execute(
+            sa.select(sa.func.count(), sa.func.count().filter(changes.c.is_new))
+        ).one()
+    else:
         # The changes table holds the updates, an order once however often it changed; an order
         # this import added and a later batch changed again (the file lists it twice) is one new
-        # order, as on PostgreSQL, which writes the whole file at once. New orders are counted
-        # here.
-        connection = run.connection
-        changed = connection.execute(
+        # order, as on PostgreSQL, which writes the whole file at once. New orders are the ids
+        # above the largest before the import.
+        updated = connection.execute(
             sa.select(sa.func.count(sa.distinct(changes.c.order_id))).where(
                 changes.c.order_id <= run.orders_before
             )
         ).scalar_one()
-        added = connection.execute(
+        new = connection.execute(
             sa.select(sa.func.count()).where(_orders.c.id > run.orders_before)
         ).scalar_one()
-        changed, new = changed + added, added
+        changed = updated + new
     summary = run.summary
     summary.imported = new
     summary.updated = changed - new

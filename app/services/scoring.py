@@ -174,12 +174,13 @@ def recompute_scores(*, now: datetime, chunk_rows: int = CHUNK_ROWS) -> int:
 
 
 def provisional_scores(
-    connection: sa.Connection, newcomers: sa.Select, *, now: datetime
+    connection: sa.Connection, newcomers: sa.Select, count: int, *, now: datetime
 ) -> dict[str, sa.ColumnElement]:
     """The scores customers about to be created will get, as SQL over the customers' columns:
     what `recompute_scores(now=now)` gives them if the figures of the customers already stored
     stay as they are. `newcomers` selects the last purchase, orders count and total spent of
-    each newcomer who bought.
+    each newcomer who bought; `count` is how many customers are scored then, the newcomers and
+    the scored customers already stored.
 
     A bulk import creates customers with these, so that the recompute after its commit (which
     decides every score) finds them right and need not write each row a second time. On
@@ -188,7 +189,6 @@ def provisional_scores(
     figures = ("last_purchase_at", "orders_count", "total_spent")
     stored = sa.select(*(columns[name] for name in figures)).where(scorable())
     population = sa.union_all(stored, newcomers).subquery("population")
-    count = connection.execute(sa.select(sa.func.count()).select_from(population)).scalar_one()
     return _new_scores(connection, now, count, population)
 
 
