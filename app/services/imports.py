@@ -1151,7 +1151,7 @@ def _write_whole_file(run: _Run, source: str) -> None:
     _write_staged_people(run)
     changed = _record_changes(run, source)
     if changed:
-        _upsert_orders(run, source)
+        _write_staged_orders(run, source)
         run.written += changed
         _analyse_as_it_grows(run, _orders, run.written)
 
@@ -1284,6 +1284,7 @@ def _upsert_orders_by_id(run: _Run, rows: list[tuple]) -> int:
 
 
 _UPSERTED_COLUMNS = ("source", "external_id", "customer_id", "placed_at", "amount", "currency")
+_CHANGEABLE = _UPSERTED_COLUMNS[2:]  # what a newer export can change in a stored order
 _LAST_ORDER_ID = "SELECT max(id) FROM orders"
 _ORDERS_ADDED_SINCE = "SELECT external_id FROM orders WHERE id > ?"
 
@@ -1303,11 +1304,10 @@ def _order_upsert_sql() -> str:
     orders = _orders
     statement = sqlite_insert(orders).values({name: sa.bindparam(name) for name in _UPSERTED_COLUMNS})
     new = statement.excluded
-    changeable = ("customer_id", "placed_at", "amount", "currency")
     statement = statement.on_conflict_do_update(
         index_elements=["source", "external_id"],
-        set_={name: new[name] for name in changeable},
-        where=sa.or_(*(orders.c[name] != new[name] for name in changeable)),
+        set_={name: new[name] for name in _CHANGEABLE},
+        where=sa.or_(*(orders.c[name] != new[name] for name in _CHANGEABLE)),
     )
     return _positional(statement)
 
@@ -1377,10 +1377,7 @@ def _record_changes(run: _Run, source: str) -> int:
         .where(
             sa.or_(
                 stored.c.id.is_(None),
-                stored.c.customer_id != customers.c.id,
-                stored.c.placed_at != stage.c.placed_at,
-                stored.c.amount != stage.c.amount,
-                stored.c.currency != stage.c.currency,
+                *(stored.c[name] != value for name, value in _staged_order_values().items()),
             )
         )
     )
@@ -1388,57 +1385,36 @@ def _record_changes(run: _Run, source: str) -> int:
     return _rows_changed(run, statement)
 
 
-def _upsert_orders(run: _Run, source: str) -> None:
+def _staged_order_values() -> dict[str, sa.ColumnElement]:
+    """PostgreSQL: what can change in a stored order, as the stage joined to customers has it."""
+    stage = _order_stage
+    return {"customer_id": _customers.c.id, **{name: stage.c[name] for name in _CHANGEABLE[1:]}}
+
+
+def _write_staged_orders(run: _Run, source: str) -> None:
     """PostgreSQL: update the changed orders, then insert the new ones, each in one statement.
 
     Only imports write orders, one at a time (IMPORT_LOCK), so the stored orders are still those
     _record_changes compared the stage with: the new orders go in with a plain INSERT, which
     for a million of them costs about a fifth less than INSERT … ON CONFLICT, whose every row
     first probes the unique index for a conflict and then inserts."""
-    stage, customers, orders = _order_stage, _customers, _orders
-    changes = _changed_orders
+    stage, customers, orders, changes = _order_stage, _customers, _orders, _changed_orders
     any_new, any_updated = run.connection.execute(
         sa.select(sa.func.bool_or(changes.c.is_new), sa.func.bool_or(~changes.c.is_new))
     ).one()
+    values = _staged_order_values()
     matching = sa.and_(orders.c.source == source, orders.c.external_id == stage.c.external_id)
+    joined = customers.c.email == stage.c.email
     if any_updated:
-        run.connection.execute(
-            sa.update(orders)
-            .where(
-                matching,
-                customers.c.email == stage.c.email,
-                sa.or_(
-                    orders.c.customer_id != customers.c.id,
-                    orders.c.placed_at != stage.c.placed_at,
-                    orders.c.amount != stage.c.amount,
-                    orders.c.currency != stage.c.currency,
-                ),
-            )
-            .values(
-                customer_id=customers.c.id,
-                placed_at=stage.c.placed_at,
-                amount=stage.c.amount,
-                currency=stage.c.currency,
-            )
-        )
+        differs = sa.or_(*(orders.c[name] != value for name, value in values.items()))
+        run.connection.execute(sa.update(orders).where(matching, joined, differs).values(values))
     if any_new:
         rows = (
-            sa.select(
-                sa.literal(source),
-                stage.c.external_id,
-                customers.c.id,
-                stage.c.placed_at,
-                stage.c.amount,
-                stage.c.currency,
-            )
-            .select_from(stage.join(customers, customers.c.email == stage.c.email))
+            sa.select(sa.literal(source), stage.c.external_id, *values.values())
+            .select_from(stage.join(customers, joined))
             .where(~sa.exists().where(matching))
         )
-        run.connection.execute(
-            sa.insert(orders).from_select(
-                ["source", "external_id", "customer_id", "placed_at", "amount", "currency"], rows
-            )
-        )
+        run.connection.execute(sa.insert(orders).from_select(_UPSERTED_COLUMNS, rows))
 
 
 def _count_orders(run: _Run, total: int) -> None:

@@ -476,7 +476,7 @@ def test_a_failure_after_customers_and_orders_were_written_leaves_nothing(app, m
 
         return write
 
-    for name in ("_upsert_orders", "_upsert_orders_by_id"):
+    for name in ("_write_staged_orders", "_upsert_orders_by_id"):
         monkeypatch.setattr(f"app.services.imports.{name}", failing(getattr(imports, name)))
     good = "".join(f"{n},c{n}@example.com,2024-01-01,1,GBP,,\n" for n in range(6))
     with pytest.raises(sa.exc.OperationalError, match="disk full"):
